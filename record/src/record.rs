@@ -1,0 +1,203 @@
+//! `Record` v1 and the messages that travel beside it.
+//!
+//! - [`Record`]: one exam export, read by an agent (device → hub).
+//! - [`Rejection`]: an export the agent could not turn into a record (device → hub).
+//! - [`Receipt`]: the hub's answer for one record id, sent after its database COMMIT (hub → device).
+//! - [`StatusReport`]: an agent's retained health message (device → hub).
+//!
+//! All of them are encoded with [`crate::codec`], which adds and checks the schema version.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, RecordId};
+
+/// What the system concluded about one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldStatus {
+    /// Read and validated: trusted.
+    Ok,
+    /// The device shows the measurement as absent (`---`, `ERR`).
+    Absent,
+    /// The recognizer is not confident enough: flagged for review.
+    Unreadable,
+    /// Read, but fails the grammar, range, step or a cross-field rule: flagged for review.
+    Invalid,
+}
+
+impl FieldStatus {
+    /// The status as it is written in payloads and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldStatus::Ok => "ok",
+            FieldStatus::Absent => "absent",
+            FieldStatus::Unreadable => "unreadable",
+            FieldStatus::Invalid => "invalid",
+        }
+    }
+
+    /// Whether a person must look at the field.
+    pub fn needs_review(self) -> bool {
+        matches!(self, FieldStatus::Unreadable | FieldStatus::Invalid)
+    }
+}
+
+/// One canonical field of a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    /// Canonical field name (`r_sph`, `exam_date`, ...).
+    pub name: String,
+    /// Normalised value as printed (`"+1.25"`, `"2021-05-13"`); `None` when absent or unreadable.
+    pub value: Option<String>,
+    /// The value as a number, for numeric fields.
+    #[serde(default)]
+    pub number: Option<f64>,
+    /// Unit, when the field has one.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Status.
+    pub status: FieldStatus,
+    /// Calibrated confidence in `[0, 1]` that `value` is right.
+    pub confidence: f32,
+    /// Why the status is not `ok`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// What the recognizer read, when it differs from `value` or the field is not ok.
+    #[serde(default)]
+    pub raw: Option<String>,
+}
+
+/// A small PNG crop of a field that needs review, so a person can read it later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewCrop {
+    /// The field.
+    pub field: String,
+    /// PNG bytes, base64 (standard alphabet, padded).
+    pub png_base64: String,
+}
+
+/// One exam export, as read by an agent. Schema v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Derived from device id, image digest, template id and version.
+    pub record_id: RecordId,
+    /// The device that produced the export.
+    pub device_id: DeviceId,
+    /// `autoref`, `tonometer`, ...
+    pub device_type: String,
+    /// Template id (`autoref_fw2`).
+    pub template_id: String,
+    /// Template version.
+    pub template_version: u32,
+    /// Firmware key (`fw2`).
+    pub firmware: String,
+    /// Export file name (basename only).
+    pub source_file: String,
+    /// Hex SHA-256 of the export file.
+    pub image_sha256: String,
+    /// Chart number, when read ok.
+    pub patient_id: Option<String>,
+    /// ISO exam date, when read ok.
+    pub exam_date: Option<String>,
+    /// `HH:MM` exam time, where the device shows one and it was read ok.
+    pub exam_time: Option<String>,
+    /// Every canonical field of the device, in catalog order.
+    pub fields: Vec<Field>,
+    /// Crops of the fields that need review.
+    #[serde(default)]
+    pub review_crops: Vec<ReviewCrop>,
+    /// Agent version.
+    pub agent_version: String,
+    /// Recognition model version (file digest prefix).
+    pub model_version: String,
+    /// When the export file was taken by the agent.
+    pub captured_at: DateTime<Utc>,
+    /// When recognition finished.
+    pub recognized_at: DateTime<Utc>,
+}
+
+impl Record {
+    /// The field called `name`.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// How many fields need review.
+    pub fn review_count(&self) -> usize {
+        self.fields.iter().filter(|f| f.status.needs_review()).count()
+    }
+}
+
+/// An export the agent could not turn into a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    /// The reporting device.
+    pub device_id: DeviceId,
+    /// Export file name (basename).
+    pub source_file: String,
+    /// Hex SHA-256 of the file (empty when it could not be read).
+    pub file_sha256: String,
+    /// Stable reason code (`empty_file`, `not_an_image`, `too_large`, `unknown_layout`, ...).
+    pub code: String,
+    /// Human-readable reason.
+    pub reason: String,
+    /// Where the agent put the file.
+    pub quarantined_as: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What the hub did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptOutcome {
+    /// Stored now (committed).
+    Stored,
+    /// Already stored earlier (a resend); nothing changed.
+    Duplicate,
+    /// Failed the hub's checks; stored in the rejects table. The agent must not resend it.
+    Rejected,
+}
+
+/// The hub's receipt for one record, sent only after the database COMMIT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// The record.
+    pub record_id: RecordId,
+    /// Outcome.
+    pub outcome: ReceiptOutcome,
+    /// Why it was rejected.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An agent's health, published retained; the last will sets `online: false`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Whether the agent is connected.
+    pub online: bool,
+    /// Agent version.
+    pub agent_version: String,
+    /// Records waiting in the outbox.
+    pub backlog: u64,
+    /// Exports taken since start.
+    pub exports: u64,
+    /// Records retired by a receipt since start.
+    pub delivered: u64,
+    /// Exports rejected since start.
+    pub rejected: u64,
+    /// Last error, if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
