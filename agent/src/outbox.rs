@@ -1,0 +1,1 @@
+//! outbox stage (being written).
