@@ -127,7 +127,10 @@ mod tests {
         let mut v: Value = serde_json::from_slice(&encode(&record(None, 0.5))).unwrap();
         v["schema_version"] = 2.into();
         let err = decode::<Record>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-        assert!(matches!(err, CodecError::UnsupportedVersion { found: 2 }), "{err}");
+        assert!(
+            matches!(err, CodecError::UnsupportedVersion { found: 2 }),
+            "{err}"
+        );
 
         v["schema_version"] = 1.into();
         v.as_object_mut().unwrap().remove("device_id");
@@ -135,10 +138,19 @@ mod tests {
         assert!(err.to_string().contains("device_id"), "{err}");
 
         let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-        assert!(matches!(decode::<Record>(&big), Err(CodecError::TooLarge { .. })));
-        assert!(matches!(decode::<Record>(b"[1]"), Err(CodecError::NotAnObject)));
+        assert!(matches!(
+            decode::<Record>(&big),
+            Err(CodecError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode::<Record>(b"[1]"),
+            Err(CodecError::NotAnObject)
+        ));
         assert!(matches!(decode::<Record>(b"{"), Err(CodecError::Json(_))));
-        assert!(matches!(decode::<Record>(b"{}"), Err(CodecError::MissingVersion)));
+        assert!(matches!(
+            decode::<Record>(b"{}"),
+            Err(CodecError::MissingVersion)
+        ));
     }
 
     #[test]

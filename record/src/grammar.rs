@@ -392,7 +392,9 @@ impl FieldSpec {
         }
         if let Some(step) = self.step {
             if !(step > 0.0 && step.is_finite()) || self.grammar.number("0").is_none() {
-                return Err(format!("step {step} needs a positive step on a numeric grammar"));
+                return Err(format!(
+                    "step {step} needs a positive step on a numeric grammar"
+                ));
             }
         }
         Ok(())
@@ -479,7 +481,9 @@ mod tests {
         for ok in ["+1.25", "-3.50", "0.00", "+12.00"] {
             assert!(g.normalise(ok).is_ok(), "{ok}");
         }
-        for bad in ["1.25", "+0.00", "-0.00", "+1.2", "+01.25", "4O.2S", "+1.250", ""] {
+        for bad in [
+            "1.25", "+0.00", "-0.00", "+1.2", "+01.25", "4O.2S", "+1.250", "",
+        ] {
             assert!(g.normalise(bad).is_err(), "{bad}");
         }
     }
@@ -489,10 +493,14 @@ mod tests {
         let g = dec(2, Sign::Negative);
         assert!(g.normalise("-0.75").is_ok());
         assert!(g.normalise("+0.75").is_err());
-        let i = Grammar::Integer { sign: Sign::Negative };
+        let i = Grammar::Integer {
+            sign: Sign::Negative,
+        };
         assert!(i.normalise("-150").is_ok());
         assert!(i.normalise("007").is_err());
-        assert!(Grammar::Integer { sign: Sign::None }.normalise("-1").is_err());
+        assert!(Grammar::Integer { sign: Sign::None }
+            .normalise("-1")
+            .is_err());
     }
 
     #[test]
@@ -506,13 +514,21 @@ mod tests {
             ("YYYY-MM-DD", "2021-05-13"),
         ];
         for (format, text) in cases {
-            let g = Grammar::Date { format: format.into() };
+            let g = Grammar::Date {
+                format: format.into(),
+            };
             assert_eq!(g.normalise(text).unwrap(), "2021-05-13", "{format}");
         }
-        let g = Grammar::Date { format: "DD/MM/YYYY".into() };
+        let g = Grammar::Date {
+            format: "DD/MM/YYYY".into(),
+        };
         assert!(g.normalise("31/02/2021").is_err());
         assert!(g.normalise("13/05/21").is_err());
-        assert!(Grammar::Date { format: "DD/QQ".into() }.validate().is_err());
+        assert!(Grammar::Date {
+            format: "DD/QQ".into()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]
@@ -539,7 +555,10 @@ mod tests {
     #[test]
     fn alphabet_is_what_the_grammar_prints() {
         assert_eq!(dec(2, Sign::Always).alphabet(), "+-.0123456789");
-        let a = Grammar::Date { format: "DD-Mon-YYYY".into() }.alphabet();
+        let a = Grammar::Date {
+            format: "DD-Mon-YYYY".into(),
+        }
+        .alphabet();
         assert!(a.contains('N') && a.contains('-') && !a.contains('/'));
     }
 }

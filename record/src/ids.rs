@@ -97,7 +97,10 @@ impl RecordId {
 
     /// Parses a record id (64 lowercase hex digits).
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(s.to_owned()))
         } else {
             Err(IdError::RecordId(s.to_owned()))

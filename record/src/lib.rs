@@ -26,4 +26,6 @@ pub use record::{
     Field, FieldStatus, Receipt, ReceiptOutcome, Record, Rejection, ReviewCrop, StatusReport,
 };
 pub use rules::{Rule, RuleViolation};
-pub use template::{Anchor, FieldTemplate, Render, Template, TemplateError, TemplateSet, Variation};
+pub use template::{
+    Anchor, FieldTemplate, Render, Template, TemplateError, TemplateSet, Variation,
+};

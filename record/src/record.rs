@@ -128,7 +128,10 @@ impl Record {
 
     /// How many fields need review.
     pub fn review_count(&self) -> usize {
-        self.fields.iter().filter(|f| f.status.needs_review()).count()
+        self.fields
+            .iter()
+            .filter(|f| f.status.needs_review())
+            .count()
     }
 }
 

@@ -84,11 +84,15 @@ impl Rule {
         match self {
             Rule::Le { a, b } | Rule::Perpendicular { a, b, .. } => vec![a, b],
             Rule::Mean { target, of, .. } | Rule::AbsentIfAnyAbsent { target, of } => {
-                std::iter::once(target).chain(of).map(String::as_str).collect()
+                std::iter::once(target)
+                    .chain(of)
+                    .map(String::as_str)
+                    .collect()
             }
-            Rule::Difference { target, of, .. } => {
-                std::iter::once(target).chain(of).map(String::as_str).collect()
-            }
+            Rule::Difference { target, of, .. } => std::iter::once(target)
+                .chain(of)
+                .map(String::as_str)
+                .collect(),
             Rule::AbsentTogether { fields } => fields.iter().map(String::as_str).collect(),
         }
     }
@@ -110,7 +114,9 @@ impl Rule {
         match self {
             Rule::Le { a, b } => {
                 let (x, y) = (num(a)?, num(b)?);
-                (x > y).then(|| format!("{a} {x} > {b} {y}")).and_then(violation)
+                (x > y)
+                    .then(|| format!("{a} {x} > {b} {y}"))
+                    .and_then(violation)
             }
             Rule::Mean {
                 target,
@@ -183,24 +189,70 @@ mod tests {
             tolerance: 0.011,
         };
         let p = |x| Seen::Present(Some(x));
-        assert!(km.check(&seen(&[("km", p(42.35)), ("k1", p(42.23)), ("k2", p(42.48))])).is_none());
-        assert!(km.check(&seen(&[("km", p(42.95)), ("k1", p(42.23)), ("k2", p(42.48))])).is_some());
-        assert!(km.check(&seen(&[("km", Seen::Unknown), ("k1", p(1.0)), ("k2", p(2.0))])).is_none());
-        let le = Rule::Le { a: "k1".into(), b: "k2".into() };
-        assert!(le.check(&seen(&[("k1", p(45.0)), ("k2", p(44.0))])).is_some());
-        let perp = Rule::Perpendicular { a: "a".into(), b: "b".into(), tolerance: 0.0 };
-        assert!(perp.check(&seen(&[("a", p(141.0)), ("b", p(51.0))])).is_none());
-        assert!(perp.check(&seen(&[("a", p(6.0)), ("b", p(96.0))])).is_none());
-        assert!(perp.check(&seen(&[("a", p(6.0)), ("b", p(97.0))])).is_some());
+        assert!(km
+            .check(&seen(&[
+                ("km", p(42.35)),
+                ("k1", p(42.23)),
+                ("k2", p(42.48))
+            ]))
+            .is_none());
+        assert!(km
+            .check(&seen(&[
+                ("km", p(42.95)),
+                ("k1", p(42.23)),
+                ("k2", p(42.48))
+            ]))
+            .is_some());
+        assert!(km
+            .check(&seen(&[
+                ("km", Seen::Unknown),
+                ("k1", p(1.0)),
+                ("k2", p(2.0))
+            ]))
+            .is_none());
+        let le = Rule::Le {
+            a: "k1".into(),
+            b: "k2".into(),
+        };
+        assert!(le
+            .check(&seen(&[("k1", p(45.0)), ("k2", p(44.0))]))
+            .is_some());
+        let perp = Rule::Perpendicular {
+            a: "a".into(),
+            b: "b".into(),
+            tolerance: 0.0,
+        };
+        assert!(perp
+            .check(&seen(&[("a", p(141.0)), ("b", p(51.0))]))
+            .is_none());
+        assert!(perp
+            .check(&seen(&[("a", p(6.0)), ("b", p(96.0))]))
+            .is_none());
+        assert!(perp
+            .check(&seen(&[("a", p(6.0)), ("b", p(97.0))]))
+            .is_some());
     }
 
     #[test]
     fn absence_rules() {
         let p = Seen::Present(Some(1.0));
-        let r = Rule::AbsentIfAnyAbsent { target: "iopc".into(), of: vec!["iop".into(), "cct".into()] };
-        assert!(r.check(&seen(&[("iopc", Seen::Absent), ("iop", Seen::Absent), ("cct", p)])).is_none());
-        assert!(r.check(&seen(&[("iopc", p), ("iop", Seen::Absent), ("cct", p)])).is_some());
-        let g = Rule::AbsentTogether { fields: vec!["a".into(), "b".into()] };
+        let r = Rule::AbsentIfAnyAbsent {
+            target: "iopc".into(),
+            of: vec!["iop".into(), "cct".into()],
+        };
+        assert!(r
+            .check(&seen(&[
+                ("iopc", Seen::Absent),
+                ("iop", Seen::Absent),
+                ("cct", p)
+            ]))
+            .is_none());
+        assert!(r
+            .check(&seen(&[("iopc", p), ("iop", Seen::Absent), ("cct", p)]))
+            .is_some());
+        let g = Rule::AbsentTogether {
+            fields: vec!["a".into(), "b".into()],
+        };
         assert!(g.check(&seen(&[("a", Seen::Absent), ("b", p)])).is_some());
     }
 }

@@ -219,7 +219,10 @@ impl Template {
         };
         let raw: RawTemplate = toml::from_str(text).map_err(|e| err(None, e.to_string()))?;
         if file.file_stem().and_then(|s| s.to_str()) != Some(raw.id.as_str()) {
-            return Err(err(None, format!("id {:?} must equal the file stem", raw.id)));
+            return Err(err(
+                None,
+                format!("id {:?} must equal the file stem", raw.id),
+            ));
         }
         let (w, h) = (raw.width, raw.height);
         let inside = |b: &[u32; 4]| b[2] > 0 && b[3] > 0 && b[0] + b[2] <= w && b[1] + b[3] <= h;
@@ -232,10 +235,16 @@ impl Template {
                 return Err(err(Some(n), "duplicate field".into()));
             }
         }
-        if names.iter().map(String::as_str).ne(canonical.iter().copied()) {
+        if names
+            .iter()
+            .map(String::as_str)
+            .ne(canonical.iter().copied())
+        {
             return Err(err(
                 None,
-                format!("fields must be the catalog's {canonical:?} in that order, found {names:?}"),
+                format!(
+                    "fields must be the catalog's {canonical:?} in that order, found {names:?}"
+                ),
             ));
         }
         if !raw.anchors.iter().any(|a| a.firmware) {
@@ -247,26 +256,50 @@ impl Template {
                 return Err(err(None, format!("duplicate anchor {:?}", a.name)));
             }
             if !inside(&a.bbox) {
-                return Err(err(None, format!("anchor {:?} box {:?} outside the {w}x{h} image", a.name, a.bbox)));
+                return Err(err(
+                    None,
+                    format!(
+                        "anchor {:?} box {:?} outside the {w}x{h} image",
+                        a.name, a.bbox
+                    ),
+                ));
             }
         }
         let v = &raw.variation;
-        for (what, r) in [("scale", v.scale), ("blur_px", v.blur_px), ("noise_std", v.noise_std), ("contrast", v.contrast), ("brightness", v.brightness)] {
+        for (what, r) in [
+            ("scale", v.scale),
+            ("blur_px", v.blur_px),
+            ("noise_std", v.noise_std),
+            ("contrast", v.contrast),
+            ("brightness", v.brightness),
+        ] {
             if r[0] > r[1] {
                 return Err(err(None, format!("variation.{what} range inverted: {r:?}")));
             }
         }
         if !["png", "jpg", "bmp"].contains(&raw.export_format.as_str()) {
-            return Err(err(None, format!("export_format {:?}: use png, jpg or bmp", raw.export_format)));
+            return Err(err(
+                None,
+                format!("export_format {:?}: use png, jpg or bmp", raw.export_format),
+            ));
         }
         let mut fields = Vec::with_capacity(raw.fields.len());
         for f in raw.fields {
             let name = f.name.clone();
             if !inside(&f.bbox) {
-                return Err(err(Some(&name), format!("box {:?} outside the {w}x{h} image", f.bbox)));
+                return Err(err(
+                    Some(&name),
+                    format!("box {:?} outside the {w}x{h} image", f.bbox),
+                ));
             }
-            if !(f.render.size_px > 0.0) || !["ls", "rs", "ms"].contains(&f.render.anchor.as_str()) {
-                return Err(err(Some(&name), "render needs size_px > 0 and anchor ls, rs or ms".into()));
+            if f.render.size_px.is_nan()
+                || f.render.size_px <= 0.0
+                || !["ls", "rs", "ms"].contains(&f.render.anchor.as_str())
+            {
+                return Err(err(
+                    Some(&name),
+                    "render needs size_px > 0 and anchor ls, rs or ms".into(),
+                ));
             }
             let spec = FieldSpec {
                 name: f.name,

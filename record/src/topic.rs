@@ -91,9 +91,15 @@ mod tests {
         let d = DeviceId::new("autoref-01").unwrap();
         let t = DeviceTopic::Records.topic(&d);
         assert_eq!(t, "examlink/v1/devices/autoref-01/records");
-        assert_eq!(parse_device_topic(&t), Some((d.clone(), DeviceTopic::Records)));
+        assert_eq!(
+            parse_device_topic(&t),
+            Some((d.clone(), DeviceTopic::Records))
+        );
         assert_eq!(parse_device_topic("examlink/v1/devices/a/b/records"), None);
         assert_eq!(parse_device_topic("examlink/v1/devices/UP/records"), None);
-        assert_eq!(results_topic("autoref", &d), "examlink/v1/results/autoref/autoref-01");
+        assert_eq!(
+            results_topic("autoref", &d),
+            "examlink/v1/results/autoref/autoref-01"
+        );
     }
 }

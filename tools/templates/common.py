@@ -69,11 +69,6 @@ def screen_text(value, grammar):
     return value
 
 
-def text_bbox(text, fname, size, origin, anchor):
-    """Ink bounding box (x0, y0, x1, y1), exclusive end, of text drawn by PIL at origin."""
-    return ImageDraw.Draw(Image.new("L", (1, 1))).textbbox(origin, text, font=font(fname, size), anchor=anchor)
-
-
 def render_alpha(text, fname, size, origin, anchor, shape, ox=0.0, oy=0.0):
     """Coverage (0..1) of text drawn by PIL ImageDraw.text at origin, in an image of `shape` (h, w).
 
@@ -95,14 +90,6 @@ def compose(bg, alpha, color):
 # A transform maps reference-frame coordinates (x, y) to sample coordinates:
 #   [xs, ys] = A @ [x, y] + t,  stored as {"A": [[a, b], [c, d]], "t": [tx, ty]}.
 # For integer-shift layouts A is the identity and t the integer shift.
-
-
-def identity():
-    return {"A": [[1.0, 0.0], [0.0, 1.0]], "t": [0.0, 0.0]}
-
-
-def tr_shift(dx, dy):
-    return {"A": [[1.0, 0.0], [0.0, 1.0]], "t": [float(dx), float(dy)]}
 
 
 def tr_compose(outer, inner):
@@ -159,3 +146,90 @@ def save_json(name, obj):
 def load_json(name):
     with open(os.path.join(OUT, name)) as f:
         return json.load(f)
+
+
+# ---------------------------------------------------------------- photometry
+# Exports of some layouts vary in contrast and brightness (out = in * gain + offset). Samples are
+# brought to the layout's median photometry before fitting renders and making the plate.
+
+
+def photo_fit(x, y, mask=None, iters=4):
+    """(gain, offset) with y ~ gain * x + offset, robust to outliers (values that differ)."""
+    xs, ys = gray(x).ravel(), gray(y).ravel()
+    keep = np.ones_like(xs, bool) if mask is None else mask.ravel().copy()
+    keep &= np.isfinite(xs) & np.isfinite(ys)
+    g, o = 1.0, 0.0
+    for _ in range(iters):
+        A = np.c_[xs[keep], np.ones(keep.sum())]
+        (g, o), *_ = np.linalg.lstsq(A, ys[keep], rcond=None)
+        r = np.abs(ys - (g * xs + o))
+        mad = np.median(r[keep]) + 1e-3
+        keep &= r < max(4.0, 4 * mad)
+    return float(g), float(o)
+
+
+def normalise_stack(aligned, covered, mask=None):
+    """Bring every aligned sample to the median photometry of the stack (in place). Returns the
+    per-sample (gain, offset) relative to the first sample."""
+    stems = list(aligned)
+    ref = aligned[stems[0]]
+    params = {}
+    for s in stems:
+        m = covered[s] & covered[stems[0]]
+        if mask is not None:
+            m &= mask
+        params[s] = photo_fit(aligned[s], ref, m)  # maps sample -> ref photometry
+    # ref photometry -> median photometry: invert the median of sample -> ref maps
+    gm = float(np.median([1.0 / p[0] for p in params.values()]))
+    om = float(np.median([-p[1] / p[0] for p in params.values()]))
+    for s in stems:
+        g, o = params[s]
+        aligned[s] = (aligned[s] * g + o) * gm + om
+    return params
+
+
+def aligned_samples(layout, L, size=None, full_only=False, pooled=False):
+    """{stem: (image warped into the reference frame, covered mask, label)}; photometry normalised to
+    the stack's median when the layout varies in contrast/brightness (`L["photometric"]`).
+    full_only: skip samples exported at another size (asoct's downscaled exports).
+    pooled: only the samples the layout's `fit_pool(label, image)` accepts (tomographer: gray scans)."""
+    W, H = size or L["size"]
+    T = load_json(layout + "_transforms.json")
+    T.pop("_meta", None)
+    imgs, cov, labs = {}, {}, {}
+    for stem, p, lab in samples(layout):
+        if pooled and L.get("fit_pool") and not L["fit_pool"](lab, Image.open(p)):
+            continue
+        a = load_rgb(p)
+        if full_only and a.shape[:2] != (H, W):
+            continue
+        imgs[stem] = warp_to_ref(a, T[stem], (W, H))
+        cov[stem] = warp_to_ref(np.ones(a.shape[:2], np.float32), T[stem], (W, H), fill=0.0) > 0.999
+        labs[stem] = lab
+    if L.get("photometric"):
+        free = np.ones((H, W), bool)
+        for x0, y0, x1, y1 in [fc["region"] for fc in L["fields"].values()] + L.get("photo_exclude", []):
+            free[y0:y1, x0:x1] = False
+        normalise_stack(imgs, cov, free)
+    return {s: (imgs[s], cov[s], labs[s]) for s in imgs}
+
+
+def gblur(a, sigma):
+    """Separable Gaussian blur (numpy), edges replicated; a is HxW or HxWxC float."""
+    if sigma <= 0:
+        return a
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    out = a.astype(np.float32)
+    for axis in (0, 1):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r, r)
+        p = np.pad(out, pad, mode="edge")
+        acc = np.zeros_like(out)
+        for i, w in enumerate(k):
+            sl = [slice(None)] * out.ndim
+            sl[axis] = slice(i, i + out.shape[axis])
+            acc += w * p[tuple(sl)]
+        out = acc
+    return out

@@ -45,13 +45,20 @@ impl Affine {
 
     /// A pure translation.
     pub fn translation(tx: f32, ty: f32) -> Self {
-        Affine { tx, ty, ..Self::IDENTITY }
+        Affine {
+            tx,
+            ty,
+            ..Self::IDENTITY
+        }
     }
 
     /// Maps a reference-frame point to the image.
     #[inline]
     pub fn apply(&self, x: f32, y: f32) -> (f32, f32) {
-        (self.a * x + self.b * y + self.tx, self.c * x + self.d * y + self.ty)
+        (
+            self.a * x + self.b * y + self.tx,
+            self.c * x + self.d * y + self.ty,
+        )
     }
 
     /// The mean linear scale (√|det|).

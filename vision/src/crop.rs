@@ -101,7 +101,11 @@ mod tests {
     #[test]
     fn polarity_is_normalised() {
         for light in [true, false] {
-            let (c, contrast) = normalise_crop(&image_with_bar(light), &Affine::IDENTITY, [10.0, 10.0, 40.0, 20.0]);
+            let (c, contrast) = normalise_crop(
+                &image_with_bar(light),
+                &Affine::IDENTITY,
+                [10.0, 10.0, 40.0, 20.0],
+            );
             assert!(contrast > 0.5);
             // Box is 40x20 -> 64x32; the bar maps to columns 16..32, rows 8..24.
             assert!(c[16 * CROP_W + 24] < 0.05, "ink should be dark");

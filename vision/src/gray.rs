@@ -18,8 +18,16 @@ impl GrayF32 {
     pub fn from_image(img: &DynamicImage) -> Self {
         let luma = img.to_luma8();
         let (width, height) = luma.dimensions();
-        let data = luma.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
-        Self { width, height, data }
+        let data = luma
+            .as_raw()
+            .iter()
+            .map(|&v| f32::from(v) / 255.0)
+            .collect();
+        Self {
+            width,
+            height,
+            data,
+        }
     }
 
     /// A constant image.

@@ -1,1 +1,0 @@
-//! config stage (being written).

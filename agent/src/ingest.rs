@@ -1,1 +1,0 @@
-//! ingest stage (being written).

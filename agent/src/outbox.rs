@@ -1,1 +1,0 @@
-//! outbox stage (being written).

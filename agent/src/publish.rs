@@ -1,1 +1,0 @@
-//! publish stage (being written).

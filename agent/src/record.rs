@@ -1,1 +1,0 @@
-//! record stage (being written).

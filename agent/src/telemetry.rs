@@ -1,1 +1,0 @@
-//! telemetry stage (being written).

@@ -1,0 +1,70 @@
+//! Render fidelity against the shared samples: each sample's own label values are drawn on the
+//! plate at the sample's estimated position, and the field boxes are compared pixel by pixel.
+//! For lossless layouts the synthetic boxes must match the real ones closely (the render specs,
+//! the glyph placement and the blending are right); for the others the numbers are printed.
+
+mod util;
+
+use sim::degrade::{Degrade, ScanMode};
+use sim::values::printed_from_label;
+use sim::{overlay, Simulator};
+use vision::GrayF32;
+
+#[test]
+fn synthetic_field_boxes_match_the_samples() {
+    let Some(samples) = util::samples() else {
+        return;
+    };
+    let (set, fonts) = util::templates();
+    let sim = Simulator::new(&set, &fonts).expect("simulator");
+    let mut rng = rand::rngs::mock::StepRng::new(0, 1);
+    for p in sim.templates() {
+        let t = &p.template;
+        let Some(list) = samples.get(&t.id) else {
+            continue;
+        };
+        let plate = GrayF32::from_image(&image::DynamicImage::ImageRgb8(p.plate.clone()));
+        let v = &t.variation;
+        let lossless =
+            v.jpeg_quality.is_none() && v.noise_std[1] == 0.0 && v.blur_px[1] == 0.0 && !v.subpixel;
+        let (mut with, mut without, mut n) = (0f64, 0f64, 0usize);
+        let mut worst = (0f64, String::new());
+        for s in list {
+            if s.image.width() != t.width {
+                continue;
+            }
+            let img = GrayF32::from_image(&s.image);
+            let a = overlay::estimate(t, &plate, &img);
+            let d = Degrade::none(t.width, t.height, ScanMode::Rgb).with_map(a.map);
+            let printed = printed_from_label(t, &s.label);
+            let (syn, _) = sim.compose(p, &printed, &d, &mut rng).expect("compose");
+            let empty: Vec<String> = vec![String::new(); t.fields.len()];
+            let (bare, _) = sim.compose(p, &empty, &d, &mut rng).expect("compose");
+            let (syn, bare) = (GrayF32::from_image(&syn), GrayF32::from_image(&bare));
+            for f in &t.fields {
+                let (dw, db) = util::box_diff(&img, &syn, &bare, &a.map, f.bbox);
+                with += dw;
+                without += db;
+                n += 1;
+                if dw > worst.0 {
+                    worst = (dw, format!("{} {}", s.name, f.spec.name));
+                }
+            }
+        }
+        if n == 0 {
+            continue;
+        }
+        let (with, without) = (with / n as f64, without / n as f64);
+        println!(
+            "{}: mean |synthetic - sample| in field boxes {with:.2} grey levels (plate alone {without:.2}); worst {:.2} at {}",
+            t.id, worst.0, worst.1
+        );
+        if lossless {
+            assert!(
+                with < 0.25 * without + 1.0,
+                "{}: synthetic values do not match the samples",
+                t.id
+            );
+        }
+    }
+}

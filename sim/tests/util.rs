@@ -1,0 +1,118 @@
+//! Test helpers: the workspace's templates, the shared samples (skipped with a message when the
+//! folder is absent), and box comparisons.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use image::DynamicImage;
+use record::TemplateSet;
+use sim::{FontDirs, Label};
+use vision::{Affine, GrayF32};
+
+/// The workspace's templates folder.
+pub fn templates_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../templates")
+}
+
+/// Every template in `templates/`, and the font directories.
+pub fn templates() -> (TemplateSet, FontDirs) {
+    let set = TemplateSet::load_dir(&templates_dir()).expect("templates load");
+    (set, FontDirs::new(&[]))
+}
+
+/// One shared sample.
+pub struct Sample {
+    /// File stem.
+    pub name: String,
+    /// The image.
+    pub image: DynamicImage,
+    /// Its label.
+    pub label: Label,
+}
+
+/// The shared samples folder: `EXAMLINK_DEVICES`, else `../shared/devices` beside the repository.
+pub fn devices_dir() -> PathBuf {
+    std::env::var_os("EXAMLINK_DEVICES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/devices"))
+}
+
+/// Samples by layout folder name, or `None` (with a message) when the folder is absent.
+pub fn samples() -> Option<BTreeMap<String, Vec<Sample>>> {
+    let dir = devices_dir();
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        eprintln!(
+            "skipped: no shared samples at {} (set EXAMLINK_DEVICES)",
+            dir.display()
+        );
+        return None;
+    };
+    let mut out = BTreeMap::new();
+    let mut layouts: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    layouts.sort();
+    for l in layouts {
+        let name = l
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&l)
+            .expect("layout folder")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        let mut list = Vec::new();
+        for js in files {
+            let stem = js
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let img = ["png", "jpg", "bmp"]
+                .iter()
+                .map(|x| js.with_extension(x))
+                .find(|p| p.exists());
+            let Some(img) = img else { continue };
+            let label = Label::from_json(&std::fs::read_to_string(&js).expect("label"))
+                .expect("label json");
+            let image = image::open(&img).expect("sample image");
+            list.push(Sample {
+                name: stem,
+                image,
+                label,
+            });
+        }
+        out.insert(name, list);
+    }
+    Some(out)
+}
+
+/// Mean absolute grey difference (0..255) between `real` and `syn`, and between `real` and
+/// `bare`, over the image pixels of reference box `b` under `map`.
+pub fn box_diff(
+    real: &GrayF32,
+    syn: &GrayF32,
+    bare: &GrayF32,
+    map: &Affine,
+    b: [u32; 4],
+) -> (f64, f64) {
+    let (mut dw, mut db, mut n) = (0f64, 0f64, 0usize);
+    for y in b[1]..b[1] + b[3] {
+        for x in b[0]..b[0] + b[2] {
+            let (ix, iy) = map.apply(x as f32 + 0.5, y as f32 + 0.5);
+            let (ix, iy) = (ix.floor() as i64, iy.floor() as i64);
+            let r = real.at(ix, iy);
+            dw += f64::from((r - syn.at(ix, iy)).abs());
+            db += f64::from((r - bare.at(ix, iy)).abs());
+            n += 1;
+        }
+    }
+    let n = n.max(1) as f64 / 255.0;
+    (dw / n, db / n)
+}

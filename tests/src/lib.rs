@@ -1,1 +1,0 @@
-//! End-to-end test package (tests live in `tests/`).

@@ -1,0 +1,509 @@
+//! Layout identification and alignment: which template an export shows, and the map from that
+//! template's reference frame to the export's pixels.
+//!
+//! [`Layouts::new`] loads every template's plate once (grey) and prepares its anchors as
+//! normalised patches at sampling steps 1, 2, 4 and 8 (see [`crate::pyramid`]); a layout that
+//! may be downscaled on export (`variation.downscale`) gets a second *variant* whose plate is
+//! resampled to that size, so matching always happens at the export's own resolution.
+//!
+//! [`Layouts::identify`] tries every variant whose size fits the export (see [`crate::anchor`]
+//! for the per-variant search), then accepts the best one only when every anchor correlates at
+//! least [`Thresholds::anchor_min_ncc`], the firmware anchor matches character by character
+//! ([`crate::firmware`]), the fitted scale and rotation stay within the layout's variation, and no
+//! other template passes too. Anything else is an [`Unknown`] with a specific reason.
+
+use std::path::PathBuf;
+
+use record::{Template, TemplateSet};
+
+use crate::affine::Affine;
+use crate::anchor::{self, Attempt, VariantAnchor};
+use crate::firmware::{FirmwareCheck, FirmwareRef};
+use crate::fit::Motion;
+use crate::gray::GrayF32;
+use crate::pyramid::{resize_area, Pyramid};
+
+/// A plate that could not be loaded or does not fit its template.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// The plate image could not be read or decoded.
+    #[error("template {template}: plate {}: {source}", path.display())]
+    Plate {
+        /// Template id.
+        template: String,
+        /// Plate path.
+        path: PathBuf,
+        /// Decoder or I/O error.
+        source: image::ImageError,
+    },
+    /// The plate's size is not the template's reference frame.
+    #[error("template {template}: plate is {got_w}x{got_h}, the template says {want_w}x{want_h}")]
+    PlateSize {
+        /// Template id.
+        template: String,
+        /// Plate width.
+        got_w: u32,
+        /// Plate height.
+        got_h: u32,
+        /// Template width.
+        want_w: u32,
+        /// Template height.
+        want_h: u32,
+    },
+    /// The template's anchors cannot be matched (flat, or smaller than 4x4 pixels).
+    #[error("template {template}: anchor {anchor:?}: {problem}")]
+    Anchor {
+        /// Template id.
+        template: String,
+        /// Anchor name.
+        anchor: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Acceptance thresholds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Every anchor's NCC after alignment must reach this.
+    pub anchor_min_ncc: f32,
+    /// The firmware anchor's worst character window may leave at most this residual (relative
+    /// to the ink energy): an entirely different string exceeds it.
+    pub firmware_max_residual: f32,
+    /// ... and may stand out of the typical window by at most this factor: one changed
+    /// character exceeds it (see [`crate::firmware`]).
+    pub firmware_max_ratio: f32,
+    /// A template whose first anchors fall below this is dropped early (speed).
+    pub early_reject_ncc: f32,
+    /// When two templates pass, the best must lead the second by this much.
+    pub margin: f32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            anchor_min_ncc: 0.50,
+            firmware_max_residual: 1.0,
+            firmware_max_ratio: 5.5,
+            early_reject_ncc: 0.35,
+            margin: 0.10,
+        }
+    }
+}
+
+/// One anchor's outcome in a match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnchorScore {
+    /// Anchor name.
+    pub name: String,
+    /// NCC of the anchor at its fitted position (image resolution).
+    pub ncc: f32,
+    /// Distance between where the anchor was found and where the fitted map puts it,
+    /// reference-frame pixels.
+    pub residual_px: f32,
+    /// The same distance with the map fitted on the other anchors only (leave-one-out: an
+    /// estimate of the alignment error elsewhere on the screen). `None` when too few anchors.
+    pub loo_px: Option<f32>,
+}
+
+/// An identified and aligned export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    /// Template id.
+    pub template_id: String,
+    /// Reference frame → export pixels.
+    pub map: Affine,
+    /// The weakest anchor NCC (the layout's score).
+    pub score: f32,
+    /// Window-by-window comparison of the firmware anchor with the plate.
+    pub firmware: FirmwareCheck,
+    /// Per anchor, in template order.
+    pub anchors: Vec<AnchorScore>,
+}
+
+/// An export no template accepts, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Unknown {
+    /// Specific reason (`no template of size 640x400`, `best template autoref_fw2: ...`).
+    pub reason: String,
+    /// The closest template and its score, when one was tried.
+    pub closest: Option<(String, f32)>,
+}
+
+/// Per-template facts the search needs.
+#[derive(Debug, Clone)]
+pub(crate) struct LayoutInfo {
+    pub id: String,
+    pub firmware_string: String,
+    pub motion: Motion,
+    pub shift_px: f32,
+    pub subpixel: bool,
+    pub scale: [f32; 2],
+    pub rotation_deg: f32,
+}
+
+/// A template prepared at one export scale.
+#[derive(Debug, Clone)]
+pub(crate) struct Variant {
+    pub layout: usize,
+    /// Variant frame = reference frame × `s0`.
+    pub s0: f32,
+    pub width: u32,
+    pub height: u32,
+    pub anchors: Vec<VariantAnchor>,
+    pub firmware: FirmwareRef,
+}
+
+/// Every template's plate and anchors, ready to match exports against.
+#[derive(Debug, Clone)]
+pub struct Layouts {
+    layouts: Vec<LayoutInfo>,
+    variants: Vec<Variant>,
+    thresholds: Thresholds,
+}
+
+impl Layouts {
+    /// Loads each template's plate (grey) and prepares its anchors.
+    pub fn new(templates: &TemplateSet) -> Result<Self, LayoutError> {
+        let mut layouts = Vec::new();
+        let mut variants = Vec::new();
+        for t in templates.iter() {
+            let plate = image::open(&t.plate).map_err(|source| LayoutError::Plate {
+                template: t.id.clone(),
+                path: t.plate.clone(),
+                source,
+            })?;
+            let plate = GrayF32::from_image(&plate);
+            if (plate.width, plate.height) != (t.width, t.height) {
+                return Err(LayoutError::PlateSize {
+                    template: t.id.clone(),
+                    got_w: plate.width,
+                    got_h: plate.height,
+                    want_w: t.width,
+                    want_h: t.height,
+                });
+            }
+            let li = layouts.len();
+            layouts.push(info(t));
+            variants.push(prepare(t, li, plate.clone(), 1.0)?);
+            if let Some((_, f)) = t.variation.downscale.filter(|&(_, f)| f > 0.0 && f < 1.0) {
+                let (w, h) = scaled_size(t, f);
+                variants.push(prepare(t, li, resize_area(&plate, w, h), f)?);
+            }
+        }
+        Ok(Self {
+            layouts,
+            variants,
+            thresholds: Thresholds::default(),
+        })
+    }
+
+    /// Replaces the acceptance thresholds.
+    pub fn with_thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.thresholds = thresholds;
+        self
+    }
+
+    /// The thresholds in use.
+    pub fn thresholds(&self) -> Thresholds {
+        self.thresholds
+    }
+
+    /// Identifies the layout of `img` and fits its map, or says why no template fits.
+    pub fn identify(&self, img: &GrayF32) -> Result<Match, Unknown> {
+        self.identify_pyramid(&Pyramid::new(img.clone()))
+    }
+
+    /// As [`Layouts::identify`], for an image already in a pyramid (no copy).
+    pub fn identify_pyramid(&self, img: &Pyramid) -> Result<Match, Unknown> {
+        let (w, h) = (img.base().width, img.base().height);
+        let candidates: Vec<&Variant> = self
+            .variants
+            .iter()
+            .filter(|v| (v.width, v.height) == (w, h))
+            .collect();
+        if candidates.is_empty() {
+            let mut sizes: Vec<String> = self
+                .variants
+                .iter()
+                .map(|v| format!("{}x{}", v.width, v.height))
+                .collect();
+            sizes.sort();
+            sizes.dedup();
+            return Err(Unknown {
+                reason: format!(
+                    "no template of size {w}x{h} (known sizes: {})",
+                    sizes.join(", ")
+                ),
+                closest: None,
+            });
+        }
+        let mut attempts: Vec<Attempt> = candidates
+            .iter()
+            .map(|v| anchor::match_variant(v, &self.layouts[v.layout], img, &self.thresholds))
+            .collect();
+        attempts.sort_by(|a, b| b.rank().total_cmp(&a.rank()));
+        let name = |a: &Attempt| self.layouts[a.layout].id.clone();
+        let best = &attempts[0];
+        let closest = Some((name(best), best.score));
+        if let Some(why) = &best.failure {
+            return Err(Unknown {
+                reason: format!("best template {}: {why}", name(best)),
+                closest,
+            });
+        }
+        if let Some(second) = attempts.get(1).filter(|s| s.failure.is_none()) {
+            if best.score - second.score < self.thresholds.margin {
+                return Err(Unknown {
+                    reason: format!(
+                        "ambiguous: templates {} ({:.2}) and {} ({:.2}) both match",
+                        name(best),
+                        best.score,
+                        name(second),
+                        second.score
+                    ),
+                    closest,
+                });
+            }
+        }
+        let best = attempts.swap_remove(0);
+        let v = candidates
+            .iter()
+            .find(|v| v.layout == best.layout && v.s0 == best.s0)
+            .copied();
+        let names = v
+            .map(|v| v.anchors.iter().map(|a| a.name.clone()).collect())
+            .unwrap_or_default();
+        let id = name_of(&self.layouts, best.layout);
+        Ok(best.into_match(id, names))
+    }
+
+    /// Template ids, in load order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.layouts.iter().map(|l| l.id.as_str())
+    }
+}
+
+fn name_of(layouts: &[LayoutInfo], i: usize) -> String {
+    layouts[i].id.clone()
+}
+
+fn info(t: &Template) -> LayoutInfo {
+    let v = &t.variation;
+    let motion = if v.rotation_deg > 0.0 {
+        Motion::Similarity
+    } else if v.scale[0] < 1.0 || v.scale[1] > 1.0 {
+        Motion::ScaleTranslation
+    } else {
+        Motion::Translation
+    };
+    LayoutInfo {
+        id: t.id.clone(),
+        firmware_string: t.firmware_string.clone(),
+        motion,
+        shift_px: v.shift_px.max(0.0),
+        subpixel: v.subpixel,
+        scale: v.scale,
+        rotation_deg: v.rotation_deg.max(0.0),
+    }
+}
+
+fn scaled_size(t: &Template, f: f32) -> (u32, u32) {
+    (
+        (t.width as f32 * f).round() as u32,
+        (t.height as f32 * f).round() as u32,
+    )
+}
+
+fn prepare(t: &Template, layout: usize, plate: GrayF32, s0: f32) -> Result<Variant, LayoutError> {
+    let (width, height) = (plate.width, plate.height);
+    let pyr = Pyramid::new(plate);
+    let scale_box = |b: [u32; 4]| {
+        [
+            b[0] as f32 * s0,
+            b[1] as f32 * s0,
+            b[2] as f32 * s0,
+            b[3] as f32 * s0,
+        ]
+    };
+    let mut anchors = Vec::with_capacity(t.anchors.len());
+    for a in &t.anchors {
+        let va = VariantAnchor::new(&a.name, scale_box(a.bbox), &pyr);
+        if !va.is_usable() {
+            return Err(LayoutError::Anchor {
+                template: t.id.clone(),
+                anchor: a.name.clone(),
+                problem: "the plate is flat there or the box is under 4x4 pixels: nothing to match"
+                    .into(),
+            });
+        }
+        anchors.push(va);
+    }
+    let fw = t.anchors.iter().position(|a| a.firmware).unwrap_or(0);
+    let fields: Vec<[f32; 4]> = t.fields.iter().map(|f| scale_box(f.bbox)).collect();
+    let firmware = FirmwareRef::new(fw, anchors[fw].rect, &fields, &pyr);
+    Ok(Variant {
+        layout,
+        s0,
+        width,
+        height,
+        anchors,
+        firmware,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use record::{Anchor, Variation};
+
+    /// A plate with text-like blobs: bars of varying lengths on rows, distinct per row.
+    fn plate(w: u32, h: u32) -> GrayF32 {
+        let mut img = GrayF32::filled(w, h, 0.9);
+        let mut s: u64 = 7;
+        for row in (10..h - 20).step_by(23) {
+            let mut x = 8 + (row % 17);
+            while x + 12 < w - 8 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let (bw, bh) = (2 + (s >> 60) as u32, 6 + ((s >> 56) & 7) as u32);
+                for yy in row..row + bh {
+                    for xx in x..x + bw {
+                        img.data[(yy * w + xx) as usize] = 0.15;
+                    }
+                }
+                x += bw + 2 + ((s >> 50) & 7) as u32;
+            }
+        }
+        img
+    }
+
+    /// `img` seen through `map` (reference → export), bilinear.
+    fn warp(img: &GrayF32, map: &Affine) -> GrayF32 {
+        // Invert the similarity.
+        let det = map.a * map.d - map.b * map.c;
+        let inv = Affine {
+            a: map.d / det,
+            b: -map.b / det,
+            c: -map.c / det,
+            d: map.a / det,
+            tx: (map.b * map.ty - map.d * map.tx) / det,
+            ty: (map.c * map.tx - map.a * map.ty) / det,
+        };
+        let mut out = GrayF32::filled(img.width, img.height, 0.9);
+        for y in 0..img.height {
+            for x in 0..img.width {
+                let (rx, ry) = inv.apply(x as f32 + 0.5, y as f32 + 0.5);
+                out.data[(y * img.width + x) as usize] = img.sample(rx, ry);
+            }
+        }
+        out
+    }
+
+    fn template(variation: Variation) -> Template {
+        let anchor = |name: &str, bbox: [u32; 4], firmware: bool| Anchor {
+            name: name.into(),
+            bbox,
+            text: None,
+            firmware,
+        };
+        Template {
+            id: "synthetic".into(),
+            version: 1,
+            device_type: "specular".into(),
+            firmware: "fw1".into(),
+            model: "m".into(),
+            firmware_string: "v1".into(),
+            width: 400,
+            height: 300,
+            plate: "unused.png".into(),
+            export_format: "png".into(),
+            variation,
+            anchors: vec![
+                anchor("a", [20, 10, 120, 30], true),
+                anchor("b", [260, 30, 110, 25], false),
+                anchor("c", [30, 230, 150, 28], false),
+                anchor("d", [250, 220, 120, 40], false),
+            ],
+            fields: vec![],
+            rules: vec![],
+        }
+    }
+
+    fn layouts(t: &Template, plate: GrayF32) -> Layouts {
+        Layouts {
+            layouts: vec![info(t)],
+            variants: vec![prepare(t, 0, plate, 1.0).unwrap()],
+            thresholds: Thresholds::default(),
+        }
+    }
+
+    #[test]
+    fn recovers_a_similarity_to_a_fraction_of_a_pixel() {
+        let v = Variation {
+            shift_px: 12.0,
+            subpixel: true,
+            scale: [0.97, 1.03],
+            rotation_deg: 1.5,
+            ..Variation::default()
+        };
+        let p = plate(400, 300);
+        let l = layouts(&template(v), p.clone());
+        for (s, deg, tx, ty) in [
+            (1.0, 0.0, 0.0, 0.0),
+            (1.02, 1.2, 7.3, -4.6),
+            (0.975, -1.4, -9.5, 8.25),
+        ] {
+            let truth = Affine::similarity(s, f32::to_radians(deg), tx, ty);
+            let m = l.identify(&warp(&p, &truth)).expect("identified");
+            for (x, y) in [(50.0, 40.0), (350.0, 250.0), (200.0, 150.0)] {
+                let (a, b) = (m.map.apply(x, y), truth.apply(x, y));
+                let err = ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+                assert!(
+                    err < 0.25,
+                    "s {s} rot {deg} t ({tx}, {ty}): error {err} at ({x}, {y})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn integer_shifts_are_exact_and_foreign_images_rejected() {
+        let v = Variation {
+            shift_px: 8.0,
+            ..Variation::default()
+        };
+        let p = plate(400, 300);
+        let l = layouts(&template(v), p.clone());
+        let m = l
+            .identify(&warp(&p, &Affine::translation(-5.0, 7.0)))
+            .unwrap();
+        assert_eq!((m.map.tx, m.map.ty), (-5.0, 7.0));
+        let blank = l.identify(&GrayF32::filled(400, 300, 0.5)).unwrap_err();
+        assert!(
+            blank.reason.starts_with("best template synthetic: anchor"),
+            "{}",
+            blank.reason
+        );
+        let size = l.identify(&GrayF32::filled(640, 400, 0.5)).unwrap_err();
+        assert_eq!(
+            size.reason,
+            "no template of size 640x400 (known sizes: 400x300)"
+        );
+        // A changed "character" inside the firmware anchor: one bar moved.
+        let mut edited = p.clone();
+        for yy in 12..40u32 {
+            for xx in 60..72u32 {
+                edited.data[(yy * 400 + xx) as usize] = if (64..68).contains(&xx) && yy < 30 {
+                    0.15
+                } else {
+                    0.9
+                };
+            }
+        }
+        let e = l.identify(&edited).unwrap_err();
+        assert!(e.reason.contains("firmware anchor"), "{}", e.reason);
+    }
+}
