@@ -85,7 +85,8 @@ impl Label {
         let mut out = Vec::new();
         let fmt = serde_json::ser::PrettyFormatter::with_indent(b" ");
         let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-        self.serialize(&mut ser).expect("serialising strings into memory cannot fail");
+        self.serialize(&mut ser)
+            .expect("serialising strings into memory cannot fail");
         let mut s = String::from_utf8(out).unwrap_or_default();
         s.push('\n');
         s
