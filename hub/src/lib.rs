@@ -1,0 +1,296 @@
+//! The examlink hub: receives every device's records, decides what is trustworthy, stores it
+//! in PostgreSQL exactly once, and republishes it to whoever listens live.
+//!
+//! Stages, in order, joined by bounded channels carrying record-crate types:
+//!
+//! 1. [`subscribe`]: MQTT in. Embedded `rumqttd` behind an authenticating, topic-checking
+//!    [`gate`](subscribe::gate), or an external broker with a shared subscription.
+//! 2. [`validate`]: schema version, template, every field's grammar/range/step, rules, dates.
+//! 3. [`load`]: one transaction per batch, idempotent by record id; rejects stored too.
+//! 4. [`republish`]: after COMMIT, the device's receipt and the live result.
+//!
+//! Beside them: [`status`] (agents' status and rejection messages), [`http`] (health, metrics,
+//! query API, status page), [`auth`] (device accounts), [`config`], [`telemetry`].
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod load;
+pub mod republish;
+pub mod status;
+pub mod subscribe;
+pub mod telemetry;
+pub mod testkit;
+pub mod validate;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use record::{TemplateError, TemplateSet};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::config::{BrokerMode, ConfigError, HubConfig};
+use crate::load::{Db, Loader, PgTarget};
+use crate::subscribe::gate::{self, GateContext};
+use crate::subscribe::mqtt::Endpoint;
+use crate::subscribe::{external, EmbeddedBroker, EmbeddedError, Publisher, Subscriber};
+use crate::validate::Validator;
+
+/// The hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// Bad configuration or secret.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A template failed to load.
+    #[error("loading templates")]
+    Templates(#[from] TemplateError),
+    /// A listener could not be bound.
+    #[error("binding the {what} listener on {addr}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded broker.
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    /// Migrations failed for a reason retrying will not fix.
+    #[error("migrating the database schema")]
+    Migrate(#[source] tokio_postgres::Error),
+}
+
+/// A hub with its listeners bound, ready to [`run`](Hub::run).
+pub struct Hub {
+    config: HubConfig,
+    templates: Arc<TemplateSet>,
+    target: PgTarget,
+    gate: Option<TcpListener>,
+    http: Option<TcpListener>,
+    external: Option<Endpoint>,
+    ready: watch::Sender<bool>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, HubError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HubError::Bind { what, addr, source })
+}
+
+impl Hub {
+    /// Loads templates and secrets and binds the listeners (port 0 picks a free port).
+    pub async fn bind(config: HubConfig) -> Result<Self, HubError> {
+        let templates = Arc::new(TemplateSet::load_dir(&config.templates_dir)?);
+        let target = PgTarget::new(&config.load)?;
+        let (gate, external) = match config.subscribe.mode {
+            BrokerMode::Embedded => (
+                Some(bind("MQTT", config.subscribe.embedded.listen).await?),
+                None,
+            ),
+            BrokerMode::External => {
+                let e = external::endpoint(
+                    &config.subscribe.external,
+                    config.subscribe.max_packet_bytes,
+                )?;
+                (None, Some(e))
+            }
+        };
+        let http = match config.http.listen_addr() {
+            Some(a) => Some(bind("HTTP", a).await?),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            templates,
+            target,
+            gate,
+            http,
+            external,
+            ready: watch::channel(false).0,
+        })
+    }
+
+    /// The device-facing MQTT address (embedded mode).
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.gate.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The HTTP address, when enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Becomes `true` once the schema is migrated and the hub is subscribed and accepting.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Migrates the schema, starts every stage and runs until `shutdown` completes; then stops
+    /// taking messages, finishes the batch in hand and sends its receipts.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HubError> {
+        telemetry::prometheus();
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            stop_tx.send(true).ok();
+        });
+        if !migrate(&self.target, &stop).await? {
+            return Ok(());
+        }
+        let c = &self.config;
+        let db = Arc::new(Db::new(self.target.clone()));
+        let cap = c.queue_capacity;
+        let (records_tx, records_rx) = mpsc::channel(cap);
+        let (devices_tx, devices_rx) = mpsc::channel(1024);
+        let (checked_tx, checked_rx) = mpsc::channel(cap);
+        let (outcomes_tx, outcomes_rx) = mpsc::channel(cap);
+        let max_packet = c.subscribe.max_packet_bytes;
+
+        let (endpoint, filters, broker) = match self.external {
+            Some(e) => (
+                e,
+                external::filters(Some(&c.subscribe.external.share_group)),
+                None,
+            ),
+            None => {
+                let e = &c.subscribe.embedded;
+                let b = EmbeddedBroker::start(e.max_connections, max_packet).await?;
+                (b.endpoint(max_packet), external::filters(None), Some(b))
+            }
+        };
+        let reject_cap = c.validate.reject_payload_cap_bytes;
+        let validator = Validator::new(self.templates.clone(), c.validate.clone());
+        let validate = tokio::spawn(validate::run(validator, records_rx, checked_tx));
+        let loader = Loader::new(self.target.clone(), c.load.clone(), reject_cap);
+        let load = tokio::spawn(loader.run(checked_rx, outcomes_tx, stop.clone()));
+        let publisher = Publisher::new(&endpoint);
+        let republish = tokio::spawn(republish::run(publisher.client(), outcomes_rx));
+        let (force_tx, force) = watch::channel(false);
+        let publish = tokio::spawn(publisher.run(force));
+        let status = tokio::spawn(status::run(
+            db.clone(),
+            reject_cap,
+            devices_rx,
+            stop.clone(),
+        ));
+
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let subscriber = Subscriber::new(&endpoint, filters).on_subscribed(subscribed_tx);
+        let subscribe = tokio::spawn(subscriber.run(records_tx.clone(), devices_tx, stop.clone()));
+        let mut wait_stop = stop.clone();
+        tokio::select! {
+            _ = subscribed => {}
+            _ = wait_stop.wait_for(|s| *s) => {}
+        }
+        let gate_task = match (self.gate, broker) {
+            (Some(listener), Some(b)) => {
+                let e = &c.subscribe.embedded;
+                let ctx = Arc::new(GateContext {
+                    internal: b.internal_addr(),
+                    secret: b.secret().clone(),
+                    credentials: Arc::new(auth::Credentials::new(db.clone())),
+                    refused: records_tx.clone(),
+                    max_packet_bytes: max_packet,
+                    connect_timeout: Duration::from_millis(e.connect_timeout_ms),
+                    max_connections: e.max_connections,
+                });
+                Some(tokio::spawn(gate::run(listener, ctx, stop.clone())))
+            }
+            _ => None,
+        };
+        drop(records_tx);
+        let http_task = self.http.map(|listener| {
+            let state = http::HttpState {
+                db: db.clone(),
+                online_window_secs: c.http.online_window_secs,
+            };
+            let mut s = stop.clone();
+            tokio::spawn(async move {
+                let app = http::router(state);
+                let done = async move {
+                    s.wait_for(|s| *s).await.ok();
+                };
+                if let Err(error) = axum::serve(listener, app)
+                    .with_graceful_shutdown(done)
+                    .await
+                {
+                    warn!(%error, "HTTP server stopped.");
+                }
+            })
+        });
+        self.ready.send(true).ok();
+        info!(mode = ?c.subscribe.mode, "Hub running.");
+
+        let mut wait_stop = stop.clone();
+        wait_stop.wait_for(|s| *s).await.ok();
+        info!("Shutting down: finishing the batch in hand.");
+        joined("subscribe", subscribe.await);
+        if let Some(g) = gate_task {
+            joined("gate", g.await);
+        }
+        joined("validate", validate.await);
+        joined("load", load.await);
+        joined("republish", republish.await);
+        if tokio::time::timeout(Duration::from_secs(5), publish)
+            .await
+            .is_err()
+        {
+            force_tx.send(true).ok();
+        }
+        joined("status", status.await);
+        if let Some(h) = http_task {
+            joined("http", h.await);
+        }
+        info!("Hub stopped.");
+        Ok(())
+    }
+}
+
+fn joined(stage: &str, r: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = r {
+        tracing::error!(stage, %error, "Stage task failed.");
+    }
+}
+
+/// Binds and runs a hub until `shutdown` completes.
+pub async fn run(
+    config: HubConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError> {
+    Hub::bind(config).await?.run(shutdown).await
+}
+
+/// Applies migrations, retrying while the database is unreachable; `false` on shutdown first.
+async fn migrate(target: &PgTarget, stop: &watch::Receiver<bool>) -> Result<bool, HubError> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let mut client = target.connect().await?;
+            load::migrate::migrate(&mut client, target.schema()).await
+        };
+        match attempt.await {
+            Ok(_) => return Ok(true),
+            Err(e) if load::is_retriable(&e) => {
+                warn!(error = %e, retry_ms = backoff.as_millis() as u64, "PostgreSQL unavailable at start; retrying.");
+                let mut s = stop.clone();
+                tokio::select! {
+                    _ = s.wait_for(|s| *s) => return Ok(false),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(HubError::Migrate(e)),
+        }
+    }
+}

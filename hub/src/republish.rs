@@ -1,0 +1,72 @@
+//! republish: after COMMIT, tell each device what happened to its record (its receipts topic)
+//! and publish each newly stored record, as validated JSON, on the live results tree
+//! (`examlink/v1/results/<device_type>/<device_id>`, schema in `hub/schema/`). Both QoS 1.
+//!
+//! A receipt lost here (broker gone) is not a loss: the agent resends the record and gets a
+//! Duplicate receipt.
+
+use record::topic::DeviceTopic;
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::load::Outcome;
+use crate::telemetry;
+
+/// Publishes every outcome from `rx` until it closes, then disconnects `client` (after the
+/// publishes queued before).
+pub async fn run(client: AsyncClient, mut rx: mpsc::Receiver<Outcome>) {
+    while let Some(o) = rx.recv().await {
+        if let (Some(device), Some(receipt)) = (&o.device, &o.receipt) {
+            let topic = DeviceTopic::Receipts.topic(device);
+            if let Err(error) = client
+                .publish(topic, QoS::AtLeastOnce, false, record::encode(receipt))
+                .await
+            {
+                warn!(device = %device, record = %receipt.record_id, %error, "Receipt not sent.");
+                break;
+            }
+            metrics::counter!(telemetry::RECEIPTS_SENT).increment(1);
+        }
+        if let Some((topic, payload)) = o.result {
+            if let Err(error) = client
+                .publish_bytes(topic, QoS::AtLeastOnce, false, payload)
+                .await
+            {
+                warn!(%error, "Result not published.");
+                break;
+            }
+            metrics::counter!(telemetry::RESULTS_PUBLISHED).increment(1);
+        }
+    }
+    if client.disconnect().await.is_err() {
+        debug!("Publisher already gone at shutdown.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed JSON Schema names exactly the keys a republished record carries.
+    #[test]
+    fn results_schema_matches_the_payload() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../schema/result.schema.json")).unwrap();
+        let d = record::DeviceId::new("autoref-01").unwrap();
+        let payload: serde_json::Value =
+            serde_json::from_slice(&record::encode(&crate::testkit::record(&d, 1))).unwrap();
+        let mut have: Vec<&String> = payload.as_object().unwrap().keys().collect();
+        let mut want: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        have.sort();
+        want.sort();
+        assert_eq!(have, want);
+        let field_keys: Vec<&String> = payload["fields"][0].as_object().unwrap().keys().collect();
+        for k in field_keys {
+            assert!(
+                schema["properties"]["fields"]["items"]["properties"]
+                    .get(k)
+                    .is_some(),
+                "{k}"
+            );
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Metrics: the names the hub records (all `examlink_hub_<name>_total` counters, labels bounded
+//! to reason codes) and the process-wide Prometheus recorder that `/metrics` renders.
+//!
+//! The recorder is installed at most once per process; a second hub in the same process (tests)
+//! shares it.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Record payloads taken off the broker.
+pub const RECORDS_RECEIVED: &str = "examlink_hub_records_received_total";
+/// Records committed for the first time.
+pub const RECORDS_STORED: &str = "examlink_hub_records_stored_total";
+/// Records already stored (resends).
+pub const RECORDS_DUPLICATE: &str = "examlink_hub_records_duplicate_total";
+/// Records rejected by the checks (label `code`).
+pub const RECORDS_REJECTED: &str = "examlink_hub_records_rejected_total";
+/// Transactions committed by the load stage.
+pub const BATCHES_COMMITTED: &str = "examlink_hub_batches_committed_total";
+/// PostgreSQL errors (label `kind`: `retriable` or `permanent`).
+pub const DB_ERRORS: &str = "examlink_hub_db_errors_total";
+/// Receipts sent to devices.
+pub const RECEIPTS_SENT: &str = "examlink_hub_receipts_sent_total";
+/// Records republished on the results tree.
+pub const RESULTS_PUBLISHED: &str = "examlink_hub_results_published_total";
+/// Device connections refused at CONNECT (label `code`).
+pub const CONNECTS_REFUSED: &str = "examlink_hub_connects_refused_total";
+/// Device connections accepted.
+pub const CONNECTS_ACCEPTED: &str = "examlink_hub_connects_accepted_total";
+/// Status reports and agent rejections processed (label `kind`).
+pub const DEVICE_MESSAGES: &str = "examlink_hub_device_messages_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's Prometheus handle, installing the recorder on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program): then this
+        // handle renders nothing, which only affects /metrics.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("A metrics recorder was already installed; /metrics will be empty.");
+        }
+        handle
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counters_render() {
+        let h = super::prometheus();
+        metrics::counter!(super::RECORDS_STORED).increment(1);
+        assert!(h.render().contains(super::RECORDS_STORED));
+    }
+}

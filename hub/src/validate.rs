@@ -1,0 +1,306 @@
+//! validate: decide whether a record payload is trustworthy. The hub never trusts an agent:
+//! every check the agent made is made again, against the hub's own copy of the templates.
+//!
+//! In order: the gate's verdict, topic, size, schema version and shape ([`record::decode`]),
+//! payload device = topic device, text sanity, known template and version, record id derived
+//! from content, every field (names and order, status consistency, and for `ok` fields
+//! [`record::FieldSpec::check_value`], number and unit), header = fields, the template's rules,
+//! dates, review crops. The first failure becomes a [`Reject`] with a stable code (a bounded
+//! metrics label) and a reason naming the field and value.
+//!
+//! Pure: no I/O; [`run`] only moves messages between the stage's channels.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use record::rules::Seen;
+use record::topic::DeviceTopic;
+use record::{CodecError, DeviceId, FieldStatus, Record, RecordId, Template, TemplateSet};
+use tokio::sync::mpsc;
+
+use crate::config::ValidateConfig;
+use crate::subscribe::Inbound;
+use crate::telemetry;
+
+mod fields;
+
+/// Decoded review crops: field name and PNG bytes.
+pub type Crops = Vec<(String, Vec<u8>)>;
+
+/// A record that passed every check, ready to load.
+#[derive(Debug)]
+pub struct Valid {
+    /// The record.
+    pub record: Record,
+    /// The record re-encoded ([`record::encode`]): what is republished.
+    pub encoded: Bytes,
+    /// The JSON stored in `records.payload` (the record without its review crops).
+    pub stored_json: String,
+    /// Decoded review crops.
+    pub crops: Crops,
+    /// When the hub received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A message that failed a check: stored in `rejects`, answered with a Rejected receipt when
+/// its record id is known.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    /// The device it is attributed to (topic device, or the authenticated one).
+    pub device: Option<DeviceId>,
+    /// The record id, when the payload carried a well-formed one.
+    pub record_id: Option<RecordId>,
+    /// The topic.
+    pub topic: String,
+    /// Stable reason code.
+    pub code: &'static str,
+    /// Human-readable reason.
+    pub reason: String,
+    /// The payload, capped.
+    pub payload: Bytes,
+    /// The payload's full size.
+    pub payload_size: usize,
+    /// When the hub received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// The stage's output.
+#[derive(Debug)]
+pub enum Checked {
+    /// Passed.
+    Valid(Box<Valid>),
+    /// Failed.
+    Rejected(Reject),
+}
+
+/// Applies the checks with a fixed template set.
+#[derive(Debug, Clone)]
+pub struct Validator {
+    templates: Arc<TemplateSet>,
+    config: ValidateConfig,
+}
+
+struct Fail(&'static str, String);
+
+impl Validator {
+    /// A validator for `templates`.
+    pub fn new(templates: Arc<TemplateSet>, config: ValidateConfig) -> Self {
+        Self { templates, config }
+    }
+
+    /// Checks one message at time `now`.
+    pub fn check(&self, inbound: Inbound, now: DateTime<Utc>) -> Checked {
+        match self.check_record(&inbound, now) {
+            Ok((record, crops)) => {
+                let encoded = Bytes::from(record::encode(&record));
+                let stored_json = if record.review_crops.is_empty() {
+                    String::from_utf8_lossy(&encoded).into_owned()
+                } else {
+                    let mut lean = record.clone();
+                    lean.review_crops.clear();
+                    String::from_utf8_lossy(&record::encode(&lean)).into_owned()
+                };
+                Checked::Valid(Box::new(Valid {
+                    record,
+                    encoded,
+                    stored_json,
+                    crops,
+                    received_at: inbound.received_at,
+                }))
+            }
+            Err(Fail(code, reason)) => Checked::Rejected(self.reject(inbound, code, reason)),
+        }
+    }
+
+    /// Builds a reject for `inbound` (also used by the load stage).
+    pub fn reject(&self, inbound: Inbound, code: &'static str, reason: String) -> Reject {
+        let record_id = record_id_of(&inbound.payload);
+        let size = inbound.payload.len();
+        let cap = size.min(self.config.reject_payload_cap_bytes);
+        Reject {
+            device: inbound.device,
+            record_id,
+            topic: inbound.topic.replace('\0', "\u{fffd}"),
+            code,
+            reason,
+            payload: inbound.payload.slice(..cap),
+            payload_size: size,
+            received_at: inbound.received_at,
+        }
+    }
+
+    fn check_record(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<(Record, Crops), Fail> {
+        if let Some(why) = &inbound.refused {
+            return Err(Fail("forbidden", why.clone()));
+        }
+        let (Some(device), Some(DeviceTopic::Records)) = (&inbound.device, inbound.kind) else {
+            return Err(Fail(
+                "topic",
+                format!("{:?} is not a device records topic", inbound.topic),
+            ));
+        };
+        let size = inbound.payload.len();
+        if size > self.config.max_payload_bytes {
+            let max = self.config.max_payload_bytes;
+            return Err(Fail(
+                "too_large",
+                format!("payload of {size} bytes exceeds {max}"),
+            ));
+        }
+        let record: Record = record::decode(&inbound.payload).map_err(|e| {
+            let code = match e {
+                CodecError::TooLarge { .. } => "too_large",
+                CodecError::Json(_) | CodecError::NotAnObject => "invalid_json",
+                CodecError::MissingVersion | CodecError::UnsupportedVersion { .. } => {
+                    "schema_version"
+                }
+                CodecError::Schema(_) => "schema",
+            };
+            Fail(code, e.to_string())
+        })?;
+        if &record.device_id != device {
+            return Err(Fail(
+                "device_mismatch",
+                format!(
+                    "payload device_id {} differs from topic device {device}",
+                    record.device_id
+                ),
+            ));
+        }
+        fields::check_text(&record).map_err(|r| Fail("text", r))?;
+        let template = self.template(&record)?;
+        let derived = RecordId::derive(
+            &record.device_id,
+            &record.image_sha256,
+            &record.template_id,
+            record.template_version,
+        );
+        if derived != record.record_id {
+            return Err(Fail(
+                "record_id",
+                format!("record_id is not derived from the content (expected {derived})"),
+            ));
+        }
+        fields::check_fields(&record, template).map_err(|r| Fail("value", r))?;
+        fields::check_header(&record).map_err(|r| Fail("header", r))?;
+        check_rules(&record, template)?;
+        self.check_dates(&record, now)?;
+        let crops = fields::decode_crops(&record).map_err(|r| Fail("crop", r))?;
+        Ok((record, crops))
+    }
+
+    fn template(&self, r: &Record) -> Result<&Template, Fail> {
+        let t = self.templates.get(&r.template_id).ok_or_else(|| {
+            Fail(
+                "unknown_template",
+                format!("unknown template {:?}", r.template_id),
+            )
+        })?;
+        if t.version != r.template_version {
+            return Err(Fail(
+                "template_version",
+                format!(
+                    "template {} is at version {}, record has {}",
+                    t.id, t.version, r.template_version
+                ),
+            ));
+        }
+        if t.device_type != r.device_type || t.firmware != r.firmware {
+            return Err(Fail(
+                "template_mismatch",
+                format!(
+                    "template {} is for {}/{}, record says {}/{}",
+                    t.id, t.device_type, t.firmware, r.device_type, r.firmware
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
+    fn check_dates(&self, r: &Record, now: DateTime<Utc>) -> Result<(), Fail> {
+        let skew = Duration::seconds(self.config.max_clock_skew_secs as i64);
+        let floor = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
+            .expect("constant date")
+            .with_timezone(&Utc);
+        for (name, at) in [
+            ("captured_at", r.captured_at),
+            ("recognized_at", r.recognized_at),
+        ] {
+            if at > now + skew || at < floor {
+                return Err(Fail(
+                    "dates",
+                    format!("{name} {at} is not plausible (now {now})"),
+                ));
+            }
+        }
+        if r.recognized_at + skew < r.captured_at {
+            return Err(Fail("dates", "recognized_at is before captured_at".into()));
+        }
+        if let Some(d) = r.exam_date.as_deref() {
+            let date = NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| Fail("dates", format!("exam_date {d:?} is not an ISO date")))?;
+            // The exam happens before its export is taken (a day of slack for time zones).
+            if date > (r.captured_at + skew).date_naive() + Duration::days(1) {
+                return Err(Fail(
+                    "dates",
+                    format!("exam_date {d} is after captured_at {}", r.captured_at),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_rules(r: &Record, t: &Template) -> Result<(), Fail> {
+    let seen: BTreeMap<String, Seen> = r
+        .fields
+        .iter()
+        .map(|f| {
+            let s = match f.status {
+                FieldStatus::Ok => Seen::Present(f.number),
+                FieldStatus::Absent => Seen::Absent,
+                _ => Seen::Unknown,
+            };
+            (f.name.clone(), s)
+        })
+        .collect();
+    match t.rules.iter().find_map(|rule| rule.check(&seen)) {
+        Some(v) => Err(Fail(
+            "rule",
+            format!("fields marked ok break a rule: {}", v.reason),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The record id of a payload that failed decoding, if it carries a well-formed one.
+fn record_id_of(payload: &[u8]) -> Option<RecordId> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    RecordId::parse(v.get("record_id")?.as_str()?).ok()
+}
+
+/// The stage loop: checks every message from `rx` and sends the outcome to `tx`; ends when
+/// either side closes.
+pub async fn run(validator: Validator, mut rx: mpsc::Receiver<Inbound>, tx: mpsc::Sender<Checked>) {
+    while let Some(inbound) = rx.recv().await {
+        metrics::counter!(telemetry::RECORDS_RECEIVED).increment(1);
+        let checked = validator.check(inbound, Utc::now());
+        if let Checked::Rejected(r) = &checked {
+            tracing::warn!(
+                device = r.device.as_ref().map(DeviceId::as_str).unwrap_or("?"),
+                record = r.record_id.as_ref().map(RecordId::as_str).unwrap_or("?"),
+                code = r.code,
+                reason = %r.reason,
+                "Record rejected."
+            );
+        }
+        if tx.send(checked).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

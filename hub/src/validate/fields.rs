@@ -1,0 +1,181 @@
+//! Per-field and per-text checks of a decoded record against its template. Each returns the
+//! first problem as a sentence naming the field and the value.
+
+use base64::Engine;
+use record::{FieldStatus, Record, Template};
+
+/// Longest free-text value (file names, versions, reasons, raw readings).
+const MAX_TEXT: usize = 256;
+/// Largest decoded review crop.
+const MAX_CROP_BYTES: usize = 256 * 1024;
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+fn text_ok(s: &str) -> bool {
+    s.len() <= MAX_TEXT && !s.contains('\0')
+}
+
+/// Strings are bounded, free of NUL (PostgreSQL text cannot hold it), ids well formed.
+pub fn check_text(r: &Record) -> Result<(), String> {
+    let named = [
+        ("device_type", &r.device_type),
+        ("template_id", &r.template_id),
+        ("firmware", &r.firmware),
+        ("source_file", &r.source_file),
+        ("agent_version", &r.agent_version),
+        ("model_version", &r.model_version),
+    ];
+    for (name, v) in named {
+        if !text_ok(v) || v.is_empty() {
+            return Err(format!(
+                "{name} is empty, longer than {MAX_TEXT} bytes or holds NUL"
+            ));
+        }
+    }
+    if r.source_file.contains(['/', '\\']) {
+        return Err(format!(
+            "source_file {:?} is not a base name",
+            r.source_file
+        ));
+    }
+    let hex = |s: &str| {
+        s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(&r.image_sha256) {
+        return Err(format!(
+            "image_sha256 {:?} is not 64 lowercase hex digits",
+            r.image_sha256
+        ));
+    }
+    for f in &r.fields {
+        let texts = [
+            Some(&f.name),
+            f.value.as_ref(),
+            f.unit.as_ref(),
+            f.reason.as_ref(),
+            f.raw.as_ref(),
+        ];
+        if texts.into_iter().flatten().any(|t| !text_ok(t)) {
+            return Err(format!(
+                "field {}: a text is longer than {MAX_TEXT} bytes or holds NUL",
+                f.name
+            ));
+        }
+    }
+    for o in [&r.patient_id, &r.exam_date, &r.exam_time]
+        .into_iter()
+        .flatten()
+    {
+        if !text_ok(o) {
+            return Err("a header value is too long or holds NUL".into());
+        }
+    }
+    Ok(())
+}
+
+/// Every template field, in order; statuses consistent; `ok` values pass the field's spec.
+pub fn check_fields(r: &Record, t: &Template) -> Result<(), String> {
+    let names: Vec<&str> = r.fields.iter().map(|f| f.name.as_str()).collect();
+    let expected: Vec<&str> = t.fields.iter().map(|f| f.spec.name.as_str()).collect();
+    if names != expected {
+        return Err(format!(
+            "fields must be {expected:?} in that order, found {names:?}"
+        ));
+    }
+    for (f, ft) in r.fields.iter().zip(&t.fields) {
+        let spec = &ft.spec;
+        let name = &f.name;
+        if !(f.confidence.is_finite() && (0.0..=1.0).contains(&f.confidence)) {
+            return Err(format!(
+                "field {name}: confidence {} outside [0, 1]",
+                f.confidence
+            ));
+        }
+        match f.status {
+            FieldStatus::Ok => {
+                let Some(v) = f.value.as_deref() else {
+                    return Err(format!("field {name}: status ok without a value"));
+                };
+                spec.check_value(v)
+                    .map_err(|e| format!("field {name}: {e}"))?;
+                let want = spec.grammar.number(v);
+                let same = match (want, f.number) {
+                    (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    return Err(format!(
+                        "field {name}: number {:?} does not match value {v:?}",
+                        f.number
+                    ));
+                }
+                if f.unit != spec.unit {
+                    return Err(format!(
+                        "field {name}: unit {:?}, template says {:?}",
+                        f.unit, spec.unit
+                    ));
+                }
+            }
+            FieldStatus::Absent | FieldStatus::Unreadable => {
+                if f.value.is_some() || f.number.is_some() {
+                    return Err(format!(
+                        "field {name}: status {} with a value",
+                        f.status.as_str()
+                    ));
+                }
+            }
+            FieldStatus::Invalid => {}
+        }
+    }
+    Ok(())
+}
+
+/// `patient_id`, `exam_date` and `exam_time` repeat their fields' values when those are ok.
+pub fn check_header(r: &Record) -> Result<(), String> {
+    for (name, header) in [
+        ("patient_id", &r.patient_id),
+        ("exam_date", &r.exam_date),
+        ("exam_time", &r.exam_time),
+    ] {
+        let from_field = r
+            .field(name)
+            .filter(|f| f.status == FieldStatus::Ok)
+            .and_then(|f| f.value.as_ref());
+        if header.as_ref() != from_field {
+            return Err(format!(
+                "{name} {header:?} differs from its field's ok value {from_field:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Review crops: only for fields that need review, once each, PNG, bounded.
+pub fn decode_crops(r: &Record) -> Result<super::Crops, String> {
+    let mut out: super::Crops = Vec::with_capacity(r.review_crops.len());
+    for c in &r.review_crops {
+        let needs = r.field(&c.field).is_some_and(|f| f.status.needs_review());
+        if !needs || out.iter().any(|(n, _)| *n == c.field) {
+            return Err(format!(
+                "crop for {:?}, which is not a field needing review (or repeated)",
+                c.field
+            ));
+        }
+        if c.png_base64.len() > MAX_CROP_BYTES * 4 / 3 + 4 {
+            return Err(format!(
+                "crop for {} larger than {MAX_CROP_BYTES} bytes",
+                c.field
+            ));
+        }
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&c.png_base64)
+            .map_err(|e| format!("crop for {}: not base64: {e}", c.field))?;
+        if !png.starts_with(PNG_MAGIC) {
+            return Err(format!("crop for {} is not a PNG", c.field));
+        }
+        out.push((c.field.clone(), png));
+    }
+    Ok(out)
+}

@@ -1,0 +1,150 @@
+use super::*;
+use crate::config::HubConfig;
+use crate::testkit;
+
+fn validator() -> Validator {
+    Validator::new(
+        Arc::new(testkit::template_set()),
+        HubConfig::default().validate,
+    )
+}
+
+fn dev(id: &str) -> DeviceId {
+    DeviceId::new(id).unwrap()
+}
+
+fn inbound_on(topic_device: &str, payload: Vec<u8>) -> Inbound {
+    Inbound::from_broker(
+        format!("examlink/v1/devices/{topic_device}/records"),
+        Bytes::from(payload),
+    )
+}
+
+fn code_of(c: Checked) -> (&'static str, String) {
+    match c {
+        Checked::Rejected(r) => (r.code, r.reason),
+        Checked::Valid(v) => panic!("accepted {:?}", v.record.record_id),
+    }
+}
+
+fn check_record(r: &Record) -> Checked {
+    validator().check(
+        inbound_on(r.device_id.as_str(), record::encode(r)),
+        Utc::now(),
+    )
+}
+
+#[test]
+fn accepts_a_valid_record_and_reencodes_it() {
+    let r = testkit::record(&dev("autoref-01"), 7);
+    let Checked::Valid(v) = check_record(&r) else {
+        panic!("rejected")
+    };
+    assert_eq!(record::decode::<Record>(&v.encoded).unwrap(), r);
+    assert!(v.stored_json.contains("\"schema_version\":1"));
+}
+
+#[test]
+fn rejects_bad_payloads_with_codes() {
+    let v = validator();
+    let now = Utc::now();
+    assert_eq!(
+        code_of(v.check(inbound_on("a", b"{not json".to_vec()), now)).0,
+        "invalid_json"
+    );
+    let mut j: serde_json::Value =
+        serde_json::from_slice(&record::encode(&testkit::record(&dev("a"), 1))).unwrap();
+    j["schema_version"] = 9.into();
+    let c = v.check(inbound_on("a", serde_json::to_vec(&j).unwrap()), now);
+    let Checked::Rejected(r) = c else { panic!() };
+    assert_eq!(r.code, "schema_version");
+    assert!(r.record_id.is_some(), "record id recovered for the receipt");
+    j["schema_version"] = 1.into();
+    j.as_object_mut().unwrap().remove("image_sha256");
+    assert_eq!(
+        code_of(v.check(inbound_on("a", serde_json::to_vec(&j).unwrap()), now)).0,
+        "schema"
+    );
+    let big = vec![b' '; 600_000];
+    assert_eq!(code_of(v.check(inbound_on("a", big), now)).0, "too_large");
+}
+
+#[test]
+fn rejects_device_mismatch_and_forbidden() {
+    let r = testkit::record(&dev("autoref-01"), 1);
+    let c = validator().check(inbound_on("autoref-02", record::encode(&r)), Utc::now());
+    assert_eq!(code_of(c).0, "device_mismatch");
+    let refused = Inbound::refused(
+        dev("x"),
+        "examlink/v1/devices/y/records".into(),
+        Bytes::new(),
+        "nope".into(),
+    );
+    assert_eq!(
+        code_of(validator().check(refused, Utc::now())),
+        ("forbidden", "nope".into())
+    );
+}
+
+#[test]
+fn rejects_out_of_range_step_and_number_mismatch() {
+    let mut r = testkit::record(&dev("a"), 1);
+    r.fields[3].value = Some("+30.00".into());
+    r.fields[3].number = Some(30.0);
+    let (code, reason) = code_of(check_record(&r));
+    assert_eq!(code, "value");
+    assert!(
+        reason.contains("r_sph") && reason.contains("range"),
+        "{reason}"
+    );
+    let mut r = testkit::record(&dev("a"), 1);
+    r.fields[3].value = Some("+1.10".into());
+    r.fields[3].number = Some(1.1);
+    assert!(code_of(check_record(&r)).1.contains("step"));
+    let mut r = testkit::record(&dev("a"), 1);
+    r.fields[3].number = Some(5.0);
+    assert!(code_of(check_record(&r)).1.contains("number"));
+}
+
+#[test]
+fn rejects_rule_header_template_and_id_problems() {
+    let mut r = testkit::record(&dev("a"), 1);
+    r.fields[9].value = Some("45.00".into());
+    r.fields[9].number = Some(45.0);
+    assert_eq!(code_of(check_record(&r)).0, "rule");
+    let mut r = testkit::record(&dev("a"), 1);
+    r.patient_id = Some("99999999".into());
+    assert_eq!(code_of(check_record(&r)).0, "header");
+    let mut r = testkit::record(&dev("a"), 1);
+    r.template_version = 1;
+    assert_eq!(code_of(check_record(&r)).0, "template_version");
+    let mut r = testkit::record(&dev("a"), 1);
+    r.template_id = "nope".into();
+    assert_eq!(code_of(check_record(&r)).0, "unknown_template");
+    let mut r = testkit::record(&dev("a"), 1);
+    r.image_sha256 = "ab".repeat(32);
+    assert_eq!(code_of(check_record(&r)).0, "record_id");
+}
+
+#[test]
+fn flagged_fields_are_accepted_and_dates_checked() {
+    let mut r = testkit::record(&dev("a"), 1);
+    r.fields[4].status = FieldStatus::Unreadable;
+    r.fields[4].value = None;
+    r.fields[4].number = None;
+    r.review_crops.push(record::ReviewCrop {
+        field: "r_cyl".into(),
+        png_base64: base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\nxxxx"),
+    });
+    let Checked::Valid(v) = check_record(&r) else {
+        panic!("rejected")
+    };
+    assert_eq!(v.crops.len(), 1);
+    assert!(!v.stored_json.contains("png_base64\":\"iVBOR"));
+    let mut r = testkit::record(&dev("a"), 1);
+    r.captured_at = Utc::now() + Duration::days(2);
+    r.recognized_at = r.captured_at;
+    assert_eq!(code_of(check_record(&r)).0, "dates");
+}
+
+use base64::Engine as _;

@@ -1,0 +1,458 @@
+//! Hub end to end with real components: the embedded broker (or Mosquitto at 127.0.0.1:1883),
+//! PostgreSQL at 127.0.0.1:5432 (`EXAMLINK_TEST_PG` overrides), MQTT clients as devices.
+//! Each test works in its own PostgreSQL schema and drops it.
+
+mod util;
+
+use hub::config::BrokerMode;
+use hub::testkit;
+use record::{DeviceId, ReceiptOutcome, Record};
+use util::{connect, device, TestHub, TestSchema};
+
+fn dev(id: &str) -> DeviceId {
+    DeviceId::new(id).unwrap()
+}
+
+// See: #5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_round_trip_device_to_postgres_to_receipt_and_results() {
+    let schema = TestSchema::new("roundtrip");
+    schema.migrate().await;
+    let pw = schema.add_device("autoref-01", "autoref").await;
+    let reader_pw = schema.add_device("dashboard", hub::auth::READER).await;
+    let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let addr = hub.mqtt.unwrap();
+    let mut reader = connect(
+        "127.0.0.1",
+        addr.port(),
+        "dashboard",
+        Some(("dashboard", &reader_pw)),
+        &["examlink/v1/results/#".to_owned()],
+    )
+    .await
+    .expect("reader connects");
+    let mut d = device(&hub, "autoref-01", &pw).await;
+
+    let r = testkit::record(&dev("autoref-01"), 1);
+    d.publish_record(&r).await;
+    let receipt = d.receipt().await;
+    assert_eq!(receipt.record_id, r.record_id);
+    assert_eq!(receipt.outcome, ReceiptOutcome::Stored, "{receipt:?}");
+
+    let (topic, payload) = reader.next().await.expect("live result");
+    assert_eq!(topic, "examlink/v1/results/autoref/autoref-01");
+    assert_eq!(record::decode::<Record>(&payload).unwrap(), r);
+
+    let c = schema.client().await;
+    let row = c
+        .query_one(
+            "SELECT device_id, patient_id, exam_date::text, payload->>'record_id' FROM records",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "autoref-01");
+    assert_eq!(row.get::<_, Option<String>>(1), r.patient_id);
+    assert_eq!(row.get::<_, String>(2), "2024-05-01");
+    assert_eq!(row.get::<_, String>(3), r.record_id.as_str());
+    assert_eq!(schema.count("SELECT count(*) FROM measurements").await, 18);
+    let n: f64 = c
+        .query_one("SELECT number FROM measurements WHERE field = 'r_k2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 43.25);
+
+    // HTTP: health, API, page, metrics.
+    assert_eq!(hub.get("/healthz").await, (200, "ok".to_owned()));
+    let (status, body) = hub.get("/api/records?device_id=autoref-01&limit=10").await;
+    assert_eq!(status, 200, "{body}");
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["record_id"], r.record_id.as_str());
+    let (_, body) = hub.get("/api/records?patient_id=nobody").await;
+    assert_eq!(body, "[]");
+    assert_eq!(hub.get("/api/records?limit=0").await.0, 400);
+    let (_, body) = hub.get("/api/devices").await;
+    assert!(body.contains("\"device_id\":\"autoref-01\""), "{body}");
+    let (_, page) = hub.get("/").await;
+    assert!(
+        page.contains("autoref-01") && page.contains("<table>"),
+        "{page}"
+    );
+    let (_, metrics) = hub.get("/metrics").await;
+    assert!(
+        metrics.contains("examlink_hub_records_stored_total"),
+        "{metrics}"
+    );
+    hub.stop().await;
+}
+
+// See: #5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_record_twice_is_stored_once_and_the_second_receipt_is_duplicate() {
+    let schema = TestSchema::new("idem");
+    schema.migrate().await;
+    let pw = schema.add_device("autoref-02", "autoref").await;
+    let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let mut d = device(&hub, "autoref-02", &pw).await;
+    let r = testkit::record(&dev("autoref-02"), 5);
+    d.publish_record(&r).await;
+    assert_eq!(d.receipt().await.outcome, ReceiptOutcome::Stored);
+    d.publish_record(&r).await;
+    let second = d.receipt().await;
+    assert_eq!(
+        (second.record_id.clone(), second.outcome),
+        (r.record_id.clone(), ReceiptOutcome::Duplicate)
+    );
+    // Both in one batch too.
+    let r2 = testkit::record(&dev("autoref-02"), 6);
+    d.publish_record(&r2).await;
+    d.publish_record(&r2).await;
+    let mut outcomes = vec![d.receipt().await.outcome, d.receipt().await.outcome];
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(
+        outcomes,
+        vec![ReceiptOutcome::Duplicate, ReceiptOutcome::Stored]
+    );
+    assert_eq!(schema.count("SELECT count(*) FROM records").await, 2);
+    assert_eq!(schema.count("SELECT count(*) FROM measurements").await, 36);
+    hub.stop().await;
+}
+
+// See: #5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payloads_and_logins_are_rejected_with_reasons_and_other_devices_are_unaffected() {
+    let schema = TestSchema::new("bad");
+    schema.migrate().await;
+    let pw_a = schema.add_device("autoref-a", "autoref").await;
+    let pw_b = schema.add_device("autoref-b", "autoref").await;
+    let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let port = hub.mqtt.unwrap().port();
+
+    // Refused at CONNECT: wrong password, unknown device, client id ≠ username, no login.
+    let refused = |r: Result<util::Client, String>| r.err().expect("refused");
+    assert!(refused(
+        connect(
+            "127.0.0.1",
+            port,
+            "autoref-a",
+            Some(("autoref-a", "wrong")),
+            &[]
+        )
+        .await
+    )
+    .contains("BadUserNamePassword"));
+    assert!(
+        refused(connect("127.0.0.1", port, "ghost-1", Some(("ghost-1", &pw_a)), &[]).await)
+            .contains("BadUserNamePassword")
+    );
+    assert!(refused(
+        connect(
+            "127.0.0.1",
+            port,
+            "autoref-b",
+            Some(("autoref-a", &pw_a)),
+            &[]
+        )
+        .await
+    )
+    .contains("BadClientId"));
+    assert!(
+        refused(connect("127.0.0.1", port, "autoref-a", None, &[]).await)
+            .contains("BadUserNamePassword")
+    );
+
+    let mut a = device(&hub, "autoref-a", &pw_a).await;
+    let mut b = device(&hub, "autoref-b", &pw_b).await;
+    let topic_a = "examlink/v1/devices/autoref-a/records";
+    let good_a = testkit::record(&dev("autoref-a"), 1);
+
+    a.publish(topic_a, b"{not json".to_vec()).await;
+    let mut v: serde_json::Value = serde_json::from_slice(&record::encode(&good_a)).unwrap();
+    v["schema_version"] = 2.into();
+    a.publish(topic_a, serde_json::to_vec(&v).unwrap()).await;
+    let wrong_version_id = good_a.record_id.clone();
+    let mut missing = testkit::record(&dev("autoref-a"), 2);
+    missing.image_sha256 = "x".into();
+    let mut v: serde_json::Value = serde_json::from_slice(&record::encode(&missing)).unwrap();
+    v.as_object_mut().unwrap().remove("fields");
+    a.publish(topic_a, serde_json::to_vec(&v).unwrap()).await;
+    a.publish(topic_a, vec![b' '; 600_000]).await;
+    let mut out_of_range = testkit::record(&dev("autoref-a"), 3);
+    out_of_range.fields[17].value = Some("95".into());
+    out_of_range.fields[17].number = Some(95.0);
+    a.publish_record(&out_of_range).await;
+    // A's payload claiming to be B, on A's topic; and A publishing under B's topic.
+    let as_b = testkit::record(&dev("autoref-b"), 4);
+    a.publish(topic_a, record::encode(&as_b)).await;
+    a.publish(
+        "examlink/v1/devices/autoref-b/records",
+        record::encode(&as_b),
+    )
+    .await;
+    // Meanwhile B is fine.
+    let good_b = testkit::record(&dev("autoref-b"), 9);
+    b.publish_record(&good_b).await;
+    let rb = b.receipt().await;
+    assert_eq!(
+        (rb.record_id, rb.outcome),
+        (good_b.record_id.clone(), ReceiptOutcome::Stored)
+    );
+
+    let n = schema.wait_count("SELECT count(*) FROM rejects", 7).await;
+    assert_eq!(n, 7);
+    let c = schema.client().await;
+    let codes: Vec<String> = c
+        .query("SELECT code FROM rejects ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "device_mismatch",
+            "forbidden",
+            "invalid_json",
+            "schema",
+            "schema_version",
+            "too_large",
+            "value"
+        ],
+        "{codes:?}"
+    );
+    let reason: String = c
+        .query_one("SELECT reason FROM rejects WHERE code = 'value'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        reason.contains("pd") && reason.contains("range"),
+        "{reason}"
+    );
+    let (size, kept): (i32, i32) = c
+        .query_one(
+            "SELECT payload_size, length(payload) FROM rejects WHERE code = 'too_large'",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((size, kept), (600_000, 65_536));
+    let forbidden: (Option<String>, String) = c
+        .query_one(
+            "SELECT device_id, topic FROM rejects WHERE code = 'forbidden'",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(
+        forbidden,
+        (
+            Some("autoref-a".into()),
+            "examlink/v1/devices/autoref-b/records".into()
+        )
+    );
+
+    // Rejected receipts go to A for every reject that carried a record id; B got none of them.
+    let mut rejected = Vec::new();
+    while rejected.len() < 5 {
+        let r = a.receipt().await;
+        assert_eq!(r.outcome, ReceiptOutcome::Rejected, "{r:?}");
+        rejected.push(r.record_id);
+    }
+    assert!(rejected.contains(&wrong_version_id));
+    assert!(rejected.contains(&out_of_range.record_id));
+    assert!(rejected.contains(&as_b.record_id));
+    assert_eq!(schema.count("SELECT count(*) FROM records").await, 1);
+    assert!(b.incoming.try_recv().is_err(), "B saw nothing else");
+    hub.stop().await;
+}
+
+// See: #5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_broker_two_hubs_sharing_a_subscription_store_every_record_once() {
+    if tokio::net::TcpStream::connect("127.0.0.1:1883")
+        .await
+        .is_err()
+    {
+        eprintln!("skipped: no MQTT broker at 127.0.0.1:1883");
+        return;
+    }
+    let schema = TestSchema::new("ext");
+    schema.migrate().await;
+    let tag: u32 = rand::random::<u32>() % 100_000;
+    let group = format!("hubtest{tag}");
+    let devices: Vec<String> = (0..4).map(|i| format!("ext{tag}-{i}")).collect();
+    for d in &devices {
+        schema.add_device(d, "autoref").await;
+    }
+    let h1 = TestHub::start(&schema, BrokerMode::External, &group).await;
+    let h2 = TestHub::start(&schema, BrokerMode::External, &group).await;
+    let per_device = 50u64;
+    let mut clients = Vec::new();
+    for d in &devices {
+        let receipts = record::topic::DeviceTopic::Receipts.topic(&dev(d));
+        clients.push(
+            connect("127.0.0.1", 1883, d, None, &[receipts])
+                .await
+                .expect("mosquitto"),
+        );
+    }
+    for (d, c) in devices.iter().zip(&clients) {
+        for n in 0..per_device {
+            c.publish_record(&testkit::record(&dev(d), n)).await;
+        }
+    }
+    // An unregistered device is rejected, not stored. (Checked in the database: the shared
+    // broker may carry other subscribers' receipts.)
+    let ghost = format!("ghost{tag}");
+    let g = connect("127.0.0.1", 1883, &ghost, None, &[]).await.unwrap();
+    g.publish_record(&testkit::record(&dev(&ghost), 1)).await;
+
+    let total = devices.len() as i64 * per_device as i64;
+    let stored = schema
+        .wait_count("SELECT count(*) FROM records", total)
+        .await;
+    assert_eq!(stored, total);
+    assert_eq!(
+        schema
+            .count("SELECT count(DISTINCT record_id) FROM records")
+            .await,
+        total
+    );
+    assert_eq!(
+        schema.count("SELECT count(*) FROM measurements").await,
+        total * 18
+    );
+    let unknown = format!(
+        "SELECT count(*) FROM rejects WHERE code = 'unknown_device' AND device_id = '{ghost}'"
+    );
+    assert_eq!(schema.wait_count(&unknown, 1).await, 1);
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM records WHERE device_id LIKE 'ghost%'")
+            .await,
+        0
+    );
+    // Every record got a Stored receipt.
+    for (d, c) in devices.iter().zip(&mut clients) {
+        let mut want: std::collections::HashSet<_> = (0..per_device)
+            .map(|n| testkit::record(&dev(d), n).record_id)
+            .collect();
+        while !want.is_empty() {
+            let r = c.receipt().await;
+            if r.outcome == ReceiptOutcome::Stored {
+                want.remove(&r.record_id);
+            }
+        }
+    }
+    h1.stop().await;
+    h2.stop().await;
+}
+
+// See: #5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_killed_mid_stream_and_restarted_stores_every_record_exactly_once() {
+    let schema = TestSchema::new("crash");
+    schema.migrate().await;
+    let id = "crash-01";
+    let pw = schema.add_device(id, "autoref").await;
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_templates(dir.path()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let etc = tempfile::tempdir().unwrap();
+    let config = etc.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "templates_dir = {:?}\n[subscribe.embedded]\nlisten = \"127.0.0.1:{port}\"\n\
+             [load]\nurl = {:?}\nschema = \"{}\"\n[http]\nlisten = \"\"\n",
+            dir.path(),
+            util::pg_url(),
+            schema.name
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "error")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("hub binary starts")
+    };
+    let records: Vec<Record> = (0..300).map(|n| testkit::record(&dev(id), n)).collect();
+    let receipts = record::topic::DeviceTopic::Receipts.topic(&dev(id));
+    let connect_device = || async {
+        for _ in 0..600 {
+            if let Ok(c) = connect(
+                "127.0.0.1",
+                port,
+                id,
+                Some((id, &pw)),
+                std::slice::from_ref(&receipts),
+            )
+            .await
+            {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("hub never accepted the device");
+    };
+
+    let mut hub = spawn();
+    let mut d = connect_device().await;
+    let mut receipted = std::collections::HashSet::new();
+    for r in &records {
+        d.publish_record(r).await;
+        while let Ok((_, p)) = d.incoming.try_recv() {
+            receipted.insert(record::decode::<record::Receipt>(&p).unwrap().record_id);
+        }
+        if receipted.len() >= 60 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    hub.kill().await.unwrap(); // SIGKILL
+    drop(d);
+
+    let _restarted = spawn();
+    // The agent's outbox: resend whatever has no receipt until everything has one.
+    let mut d = connect_device().await;
+    let deadline = tokio::time::Instant::now() + util::PATIENCE;
+    while receipted.len() < records.len() && tokio::time::Instant::now() < deadline {
+        for r in records.iter().filter(|r| !receipted.contains(&r.record_id)) {
+            d.publish_record(r).await;
+        }
+        let round = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while let Ok(Some((_, p))) = tokio::time::timeout_at(round, d.incoming.recv()).await {
+            let receipt: record::Receipt = record::decode(&p).unwrap();
+            assert_ne!(receipt.outcome, ReceiptOutcome::Rejected, "{receipt:?}");
+            receipted.insert(receipt.record_id);
+        }
+    }
+    assert_eq!(receipted.len(), records.len());
+    assert_eq!(schema.count("SELECT count(*) FROM records").await, 300);
+    assert_eq!(
+        schema
+            .count("SELECT count(DISTINCT record_id) FROM records")
+            .await,
+        300
+    );
+    assert_eq!(
+        schema.count("SELECT count(*) FROM measurements").await,
+        300 * 18
+    );
+}

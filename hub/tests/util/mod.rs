@@ -1,0 +1,380 @@
+//! Test harness: a PostgreSQL schema per test (dropped at the end), hubs started in-process on
+//! free ports, MQTT device and reader clients, and waiting helpers. Deadlines here are guard
+//! rails against hangs, never assertions about speed.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hub::config::{BrokerMode, HubConfig};
+use record::{DeviceId, Receipt, Record};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Generous guard against hangs.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// PostgreSQL connection string for tests.
+pub fn pg_url() -> String {
+    std::env::var("EXAMLINK_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=postgres".into())
+}
+
+/// A schema that is dropped when this guard drops.
+pub struct TestSchema {
+    pub name: String,
+}
+
+impl TestSchema {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "hubtest_{tag}_{}_{}_{:04x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u16>()
+        );
+        Self { name }
+    }
+
+    /// A client whose search_path is this schema.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let mut cfg: tokio_postgres::Config = pg_url().parse().unwrap();
+        cfg.options(format!("-c search_path={}", self.name));
+        let (client, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Creates the schema's tables (as a hub would at start).
+    pub async fn migrate(&self) {
+        let mut c = self.client().await;
+        hub::load::migrate::migrate(&mut c, &self.name)
+            .await
+            .unwrap();
+    }
+
+    /// Registers a device; returns its password.
+    pub async fn add_device(&self, id: &str, device_type: &str) -> String {
+        let c = self.client().await;
+        let d = DeviceId::new(id).unwrap();
+        hub::auth::add_device(&c, &d, device_type)
+            .await
+            .unwrap()
+            .expose()
+            .to_owned()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits until `sql` (a count) reaches `n`; returns the last value.
+    pub async fn wait_count(&self, sql: &str, n: i64) -> i64 {
+        let c = self.client().await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let v: i64 = c.query_one(sql, &[]).await.unwrap().get(0);
+            if v >= n || tokio::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let cfg: tokio_postgres::Config = pg_url().parse().unwrap();
+                if let Ok((c, conn)) = cfg.connect(tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .await
+                        .ok();
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// A hub running in this process.
+pub struct TestHub {
+    pub mqtt: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), hub::HubError>>>,
+    _templates: tempfile::TempDir,
+}
+
+impl TestHub {
+    pub fn config(
+        schema: &TestSchema,
+        templates: PathBuf,
+        mode: BrokerMode,
+        group: &str,
+    ) -> HubConfig {
+        let mut c = HubConfig {
+            templates_dir: templates,
+            ..Default::default()
+        };
+        c.load.url = pg_url();
+        c.load.schema = schema.name.clone();
+        c.load.retry_max_ms = 500;
+        c.subscribe.mode = mode;
+        c.subscribe.embedded.listen = "127.0.0.1:0".parse().unwrap();
+        c.subscribe.external.share_group = group.to_owned();
+        c.http.listen = "127.0.0.1:0".into();
+        c
+    }
+
+    /// Starts a hub and waits until it is subscribed and accepting.
+    pub async fn start(schema: &TestSchema, mode: BrokerMode, group: &str) -> Self {
+        Self::start_with(schema, mode, group, |_| {}).await
+    }
+
+    pub async fn start_with(
+        schema: &TestSchema,
+        mode: BrokerMode,
+        group: &str,
+        tweak: impl FnOnce(&mut HubConfig),
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        hub::testkit::write_templates(dir.path()).unwrap();
+        let mut config = Self::config(schema, dir.path().to_owned(), mode, group);
+        tweak(&mut config);
+        let h = hub::Hub::bind(config).await.expect("hub binds");
+        let (mqtt, http) = (h.mqtt_addr(), h.http_addr());
+        let mut ready = h.ready();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(h.run(async move {
+            rx.await.ok();
+        }));
+        tokio::time::timeout(PATIENCE, ready.wait_for(|r| *r))
+            .await
+            .expect("hub ready in time")
+            .expect("hub running");
+        Self {
+            mqtt,
+            http,
+            stop: Some(tx),
+            task: Some(task),
+            _templates: dir,
+        }
+    }
+
+    /// Stops the hub gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            tx.send(()).ok();
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(PATIENCE, t)
+                .await
+                .expect("hub stops in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http.unwrap(), path).await
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the hub's own API needs nothing more).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+/// An MQTT client as a device or reader would run it.
+pub struct Client {
+    pub mqtt: AsyncClient,
+    pub incoming: mpsc::UnboundedReceiver<(String, Bytes)>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects; `Err` carries the CONNACK refusal (or the connection error text).
+pub async fn connect(
+    host: &str,
+    port: u16,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+    subscribe: &[String],
+) -> Result<Client, String> {
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_max_packet_size(2 << 20, 2 << 20)
+        .set_keep_alive(Duration::from_secs(30));
+    if let Some((u, p)) = login {
+        o.set_credentials(u, p);
+    }
+    let (mqtt, mut el) = AsyncClient::new(o, 1024);
+    // Wait for the CONNACK.
+    let first = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) => return Ok(a.code),
+                Ok(_) => {}
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Ok(code),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no CONNACK".to_string())??;
+    if first != ConnectReturnCode::Success {
+        return Err(format!("{first:?}"));
+    }
+    for f in subscribe {
+        mqtt.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
+    }
+    let (tx, incoming) = mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = oneshot::channel();
+    let want = subscribe.len();
+    let task = tokio::spawn(async move {
+        let mut subscribed_tx = Some(subscribed_tx);
+        let mut acks = 0;
+        if want == 0 {
+            if let Some(t) = subscribed_tx.take() {
+                t.send(()).ok();
+            }
+        }
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    tx.send((p.topic, p.payload)).ok();
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    acks += 1;
+                    if acks == want {
+                        if let Some(t) = subscribed_tx.take() {
+                            t.send(()).ok();
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::timeout(PATIENCE, subscribed)
+        .await
+        .map_err(|_| "no SUBACK".to_string())?
+        .ok();
+    Ok(Client {
+        mqtt,
+        incoming,
+        task,
+    })
+}
+
+/// Connects a registered device to an embedded hub (username = client id = device id) and
+/// subscribes it to its receipts.
+pub async fn device(hub: &TestHub, id: &str, password: &str) -> Client {
+    let addr = hub.mqtt.unwrap();
+    let d = DeviceId::new(id).unwrap();
+    let receipts = record::topic::DeviceTopic::Receipts.topic(&d);
+    connect(
+        &addr.ip().to_string(),
+        addr.port(),
+        id,
+        Some((id, password)),
+        &[receipts],
+    )
+    .await
+    .expect("device connects")
+}
+
+impl Client {
+    /// Publishes a record on its device's records topic.
+    pub async fn publish_record(&self, r: &Record) {
+        let topic = record::topic::DeviceTopic::Records.topic(&r.device_id);
+        self.publish(&topic, record::encode(r)).await;
+    }
+
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.mqtt
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    /// The next message, or `None` after the guard deadline.
+    pub async fn next(&mut self) -> Option<(String, Bytes)> {
+        tokio::time::timeout(PATIENCE, self.incoming.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next receipt.
+    pub async fn receipt(&mut self) -> Receipt {
+        let (_, payload) = self.next().await.expect("a receipt");
+        record::decode(&payload).expect("receipt decodes")
+    }
+}
