@@ -365,6 +365,7 @@ pub(crate) fn match_variant(
     let shift = info.shift_px * v.s0;
     let centres: Vec<(f32, f32)> = v.anchors.iter().map(VariantAnchor::centre).collect();
     let mut found: Vec<Option<(f32, f32)>> = vec![None; n];
+    let mut outside = vec![false; n];
     let mut map = Affine::IDENTITY;
     let fit_found = |found: &[Option<(f32, f32)>]| {
         let (src, dst): (Vec<_>, Vec<_>) = (0..n)
@@ -392,11 +393,19 @@ pub(crate) fn match_variant(
             }
         };
         let Some(i) = (0..n)
-            .filter(|&i| found[i].is_none())
+            .filter(|&i| found[i].is_none() && !outside[i])
             .min_by(|&a, &b| uncertainty(a).total_cmp(&uncertainty(b)))
         else {
             break;
         };
+        // Scale and shift together can push an anchor at the edge off the export. Once the map
+        // is known from enough other anchors, such an anchor is left out instead of failing the
+        // match; the rest (and the firmware check) still have to hold.
+        if matched.len() >= MIN_ANCHORS_FOR_EDGE_SKIP && !inside(&map, v.anchors[i].rect, img, 0.0)
+        {
+            outside[i] = true;
+            continue;
+        }
         let (d, score) = v.anchors[i].locate(img, &map, (0.0, 0.0), uncertainty(i));
         if score < thr.early_reject_ncc {
             return Attempt::failed(
@@ -426,7 +435,7 @@ pub(crate) fn match_variant(
         2
     };
     let refine = |map: &mut Affine, found: &mut Vec<Option<(f32, f32)>>| {
-        for i in 0..n {
+        for i in (0..n).filter(|&i| !outside[i]) {
             let (d, _) = v.anchors[i].search(img, map, 0, (0.0, 0.0), 2);
             found[i] = Some(map.apply(centres[i].0 + d.0, centres[i].1 + d.1));
         }
@@ -473,7 +482,34 @@ pub(crate) fn match_variant(
         map.tx = snap(map.tx);
         map.ty = snap(map.ty);
     }
-    score(v, info, img, thr, map, &found, &centres)
+    let located = Located {
+        at: &found,
+        outside: &outside,
+    };
+    score(v, info, img, thr, map, &located, &centres)
+}
+
+/// Where each anchor was found, and which were left out at the edge of the export.
+struct Located<'a> {
+    at: &'a [Option<(f32, f32)>],
+    outside: &'a [bool],
+}
+
+/// Anchors that must be found (fixing scale and rotation) before one at the edge may be left out.
+const MIN_ANCHORS_FOR_EDGE_SKIP: usize = 2;
+/// Anchors that must remain inside the export and verify for a match.
+const MIN_ANCHORS_INSIDE: usize = 3;
+
+/// Whether `rect` (variant frame), grown by `margin`, lies inside the export under `map`.
+fn inside(map: &Affine, rect: [f32; 4], img: &Pyramid, margin: f32) -> bool {
+    let (w, h) = (img.base().width as f32, img.base().height as f32);
+    let [x, y, rw, rh] = rect;
+    [(x, y), (x + rw, y), (x, y + rh), (x + rw, y + rh)]
+        .into_iter()
+        .map(|(px, py)| map.apply(px, py))
+        .all(|(qx, qy)| {
+            qx >= margin && qy >= margin && qx <= w - 1.0 - margin && qy <= h - 1.0 - margin
+        })
 }
 
 fn score(
@@ -482,23 +518,33 @@ fn score(
     img: &Pyramid,
     thr: &Thresholds,
     map: Affine,
-    found: &[Option<(f32, f32)>],
+    located: &Located,
     centres: &[(f32, f32)],
 ) -> Attempt {
     let n = v.anchors.len();
+    let (found, outside) = (located.at, located.outside);
     let q: Vec<(f32, f32)> = found
         .iter()
         .map(|f| f.unwrap_or((f32::NAN, f32::NAN)))
         .collect();
     let to_ref = 1.0 / (v.s0 * map.scale().max(1e-6));
-    let ncc: Vec<f32> = v.anchors.iter().map(|a| a.verify(img, &map)).collect();
+    // An anchor left out at the edge scores NaN and does not take part in the minimum.
+    let ncc: Vec<f32> = v
+        .anchors
+        .iter()
+        .zip(outside)
+        .map(|(a, &out)| if out { f32::NAN } else { a.verify(img, &map) })
+        .collect();
     let residual: Vec<f32> = (0..n)
         .map(|i| dist(map.apply(centres[i].0, centres[i].1), q[i]) * to_ref)
         .collect();
     let loo: Vec<Option<f32>> = (0..n)
         .map(|i| {
+            if outside[i] {
+                return None;
+            }
             let (src, dst): (Vec<_>, Vec<_>) = (0..n)
-                .filter(|&j| j != i)
+                .filter(|&j| j != i && !outside[j])
                 .map(|j| (centres[j], q[j]))
                 .unzip();
             let enough = if info.motion == Motion::Translation {
@@ -514,13 +560,23 @@ fn score(
         })
         .collect();
     let firmware = v.firmware.check(img, &map);
-    let (weakest, score) =
-        ncc.iter().copied().enumerate().fold(
+    let (weakest, score) = ncc
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, s)| !s.is_nan())
+        .fold(
             (0, f32::INFINITY),
             |b, (i, s)| if s < b.1 { (i, s) } else { b },
         );
-    let (s, rot) = (map.scale(), rotation_deg(&map));
-    let failure = if score < thr.anchor_min_ncc {
+    let (s, rot) = (map.scale() * v.s0 / v.nominal, rotation_deg(&map));
+    let inside_count = outside.iter().filter(|&&o| !o).count();
+    let failure = if inside_count < MIN_ANCHORS_INSIDE.min(n) {
+        Some(format!(
+            "only {inside_count} of {n} anchors inside the export (at least {} needed)",
+            MIN_ANCHORS_INSIDE.min(n)
+        ))
+    } else if score < thr.anchor_min_ncc {
         Some(format!(
             "anchor {:?} NCC {score:.2} < {:.2}",
             v.anchors[weakest].name, thr.anchor_min_ncc

@@ -149,6 +149,8 @@ pub(crate) struct Variant {
     pub layout: usize,
     /// Variant frame = reference frame × `s0`.
     pub s0: f32,
+    /// The scale `variation.scale` is relative to.
+    pub nominal: f32,
     pub width: u32,
     pub height: u32,
     pub anchors: Vec<VariantAnchor>,
@@ -160,6 +162,8 @@ pub(crate) struct Variant {
 pub struct Layouts {
     layouts: Vec<LayoutInfo>,
     variants: Vec<Variant>,
+    /// Each layout's template and full-size plate, for exports at an unforeseen scale.
+    sources: Vec<(Template, GrayF32)>,
     thresholds: Thresholds,
 }
 
@@ -168,6 +172,7 @@ impl Layouts {
     pub fn new(templates: &TemplateSet) -> Result<Self, LayoutError> {
         let mut layouts = Vec::new();
         let mut variants = Vec::new();
+        let mut sources = Vec::new();
         for t in templates.iter() {
             let plate = image::open(&t.plate).map_err(|source| LayoutError::Plate {
                 template: t.id.clone(),
@@ -186,15 +191,17 @@ impl Layouts {
             }
             let li = layouts.len();
             layouts.push(info(t));
-            variants.push(prepare(t, li, plate.clone(), 1.0)?);
+            variants.push(prepare(t, li, plate.clone(), 1.0, 1.0)?);
             if let Some((_, f)) = t.variation.downscale.filter(|&(_, f)| f > 0.0 && f < 1.0) {
                 let (w, h) = scaled_size(t, f);
-                variants.push(prepare(t, li, resize_area(&plate, w, h), f)?);
+                variants.push(prepare(t, li, resize_area(&plate, w, h), f, f)?);
             }
+            sources.push((t.clone(), plate));
         }
         Ok(Self {
             layouts,
             variants,
+            sources,
             thresholds: Thresholds::default(),
         })
     }
@@ -218,11 +225,16 @@ impl Layouts {
     /// As [`Layouts::identify`], for an image already in a pyramid (no copy).
     pub fn identify_pyramid(&self, img: &Pyramid) -> Result<Match, Unknown> {
         let (w, h) = (img.base().width, img.base().height);
-        let candidates: Vec<&Variant> = self
+        let mut candidates: Vec<&Variant> = self
             .variants
             .iter()
             .filter(|v| (v.width, v.height) == (w, h))
             .collect();
+        let scaled;
+        if candidates.is_empty() {
+            scaled = self.scaled_variants(w, h);
+            candidates = scaled.iter().collect();
+        }
         if candidates.is_empty() {
             let mut sizes: Vec<String> = self
                 .variants
@@ -279,6 +291,22 @@ impl Layouts {
         Ok(best.into_match(id, names))
     }
 
+    /// Variants, prepared now, of the layouts whose `variation.scale` range admits an export of
+    /// `w x h` (same aspect ratio within 1 %): the rare export scaled as a whole.
+    fn scaled_variants(&self, w: u32, h: u32) -> Vec<Variant> {
+        let mut out = Vec::new();
+        for (li, (t, plate)) in self.sources.iter().enumerate() {
+            let (fx, fy) = (w as f32 / t.width as f32, h as f32 / t.height as f32);
+            let [lo, hi] = t.variation.scale;
+            if hi > lo && (fx - fy).abs() <= 0.01 && fx >= lo - 0.005 && fx <= hi + 0.005 {
+                if let Ok(v) = prepare(t, li, resize_area(plate, w, h), fx, 1.0) {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+
     /// Template ids, in load order.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.layouts.iter().map(|l| l.id.as_str())
@@ -316,7 +344,15 @@ fn scaled_size(t: &Template, f: f32) -> (u32, u32) {
     )
 }
 
-fn prepare(t: &Template, layout: usize, plate: GrayF32, s0: f32) -> Result<Variant, LayoutError> {
+/// Prepares template `t` matched on `plate` resampled to scale `s0`; `nominal` is the scale
+/// `variation.scale` is relative to (the downscale factor for a downscale variant, else 1).
+fn prepare(
+    t: &Template,
+    layout: usize,
+    plate: GrayF32,
+    s0: f32,
+    nominal: f32,
+) -> Result<Variant, LayoutError> {
     let (width, height) = (plate.width, plate.height);
     let pyr = Pyramid::new(plate);
     let scale_box = |b: [u32; 4]| {
@@ -346,6 +382,7 @@ fn prepare(t: &Template, layout: usize, plate: GrayF32, s0: f32) -> Result<Varia
     Ok(Variant {
         layout,
         s0,
+        nominal,
         width,
         height,
         anchors,
@@ -382,6 +419,11 @@ mod tests {
 
     /// `img` seen through `map` (reference → export), bilinear.
     fn warp(img: &GrayF32, map: &Affine) -> GrayF32 {
+        warp_to(img, map, img.width, img.height)
+    }
+
+    /// As `warp`, onto a `w x h` canvas.
+    fn warp_to(img: &GrayF32, map: &Affine, w: u32, h: u32) -> GrayF32 {
         // Invert the similarity.
         let det = map.a * map.d - map.b * map.c;
         let inv = Affine {
@@ -392,11 +434,11 @@ mod tests {
             tx: (map.b * map.ty - map.d * map.tx) / det,
             ty: (map.c * map.tx - map.a * map.ty) / det,
         };
-        let mut out = GrayF32::filled(img.width, img.height, 0.9);
-        for y in 0..img.height {
-            for x in 0..img.width {
+        let mut out = GrayF32::filled(w, h, 0.9);
+        for y in 0..h {
+            for x in 0..w {
                 let (rx, ry) = inv.apply(x as f32 + 0.5, y as f32 + 0.5);
-                out.data[(y * img.width + x) as usize] = img.sample(rx, ry);
+                out.data[(y * w + x) as usize] = img.sample(rx, ry);
             }
         }
         out
@@ -435,7 +477,8 @@ mod tests {
     fn layouts(t: &Template, plate: GrayF32) -> Layouts {
         Layouts {
             layouts: vec![info(t)],
-            variants: vec![prepare(t, 0, plate, 1.0).unwrap()],
+            variants: vec![prepare(t, 0, plate.clone(), 1.0, 1.0).unwrap()],
+            sources: vec![(t.clone(), plate)],
             thresholds: Thresholds::default(),
         }
     }
@@ -467,6 +510,77 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_export_scaled_as_a_whole_within_the_scale_range_is_matched() {
+        let v = Variation {
+            shift_px: 12.0,
+            subpixel: true,
+            scale: [0.97, 1.03],
+            rotation_deg: 1.5,
+            ..Variation::default()
+        };
+        let p = plate(400, 300);
+        let l = layouts(&template(v), p.clone());
+        let truth = Affine::similarity(0.98, 0.0, 1.5, -2.0);
+        let m = l
+            .identify(&warp_to(&p, &truth, 392, 294))
+            .expect("identified");
+        let (a, b) = (m.map.apply(350.0, 250.0), truth.apply(350.0, 250.0));
+        assert!(
+            (a.0 - b.0).abs() < 0.3 && (a.1 - b.1).abs() < 0.3,
+            "{a:?} vs {b:?}"
+        );
+        assert!(l
+            .identify(&GrayF32::filled(300, 300, 0.5))
+            .unwrap_err()
+            .reason
+            .starts_with("no template of size 300x300"));
+    }
+
+    #[test]
+    fn an_anchor_pushed_off_the_edge_is_left_out_and_the_rest_still_fit() {
+        let v = Variation {
+            shift_px: 12.0,
+            subpixel: true,
+            scale: [0.97, 1.03],
+            rotation_deg: 0.0,
+            ..Variation::default()
+        };
+        let mut p = plate(400, 300);
+        // Ink at the very bottom edge, where the fifth anchor sits.
+        for (i, x0) in (300..380).step_by(9).enumerate() {
+            for y in 284..290 + (i as u32 % 4) {
+                for x in x0..x0 + 3 + (i as u32 % 3) {
+                    p.data[(y * 400 + x) as usize] = 0.15;
+                }
+            }
+        }
+        let mut t = template(v);
+        t.anchors.push(Anchor {
+            name: "edge".into(),
+            bbox: [298, 282, 84, 14],
+            text: None,
+            firmware: false,
+        });
+        let l = layouts(&t, p.clone());
+        // Scaled up about the centre and shifted down: the edge anchor leaves the image.
+        let truth = Affine::similarity(1.03, 0.0, 2.0 - 0.03 * 200.0, 12.0 - 0.03 * 150.0);
+        let m = l
+            .identify(&warp(&p, &truth))
+            .expect("identified without the edge anchor");
+        let edge = m.anchors.iter().find(|a| a.name == "edge").unwrap();
+        assert!(edge.ncc.is_nan(), "edge anchor left out: {edge:?}");
+        let (a, b) = (m.map.apply(200.0, 150.0), truth.apply(200.0, 150.0));
+        assert!(
+            (a.0 - b.0).abs() < 0.3 && (a.1 - b.1).abs() < 0.3,
+            "{a:?} vs {b:?}"
+        );
+        // Unmoved, the same anchor is found and scored.
+        let m = l.identify(&p).expect("identified");
+        let edge = m.anchors.iter().find(|a| a.name == "edge").unwrap();
+        assert!(edge.ncc > 0.9, "{edge:?}");
     }
 
     #[test]

@@ -1,0 +1,303 @@
+//! The recognizer: one export's bytes in, the record crate's fields out (or a rejection).
+//!
+//! decode (pixel cap first) → grey → identify the layout and fit its map (`vision::layout`) →
+//! one normalised crop per field box through that map → ONE batched `Model::read` with each
+//! field's grammar constraint → per-field status ([`super::validate`]) → template rules →
+//! PNG crops of the fields that need review.
+//!
+//! Expected outcomes are values: an export that cannot be read is an [`Unrecognized`] with a
+//! stable code (`empty_file`, `not_an_image`, `unsupported_format`, `corrupt_image`,
+//! `too_large`, `unknown_layout`, `model_error`) and a reason; nothing here panics on input.
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use record::{Field, Template, TemplateSet};
+use vision::pyramid::Pyramid;
+use vision::{normalise_crop, Layouts, Match, CROP_H, CROP_W};
+
+use super::decode::FieldConstraint;
+use super::input;
+use super::model::Model;
+use super::validate::{self, FieldPolicy};
+
+/// Rejection code: no template accepts the export.
+pub const UNKNOWN_LAYOUT: &str = "unknown_layout";
+/// Rejection code: the model failed to run (a bug or a broken model file, not the export's fault).
+pub const MODEL_ERROR: &str = "model_error";
+
+/// Default pixel cap (a 1920x1080 screen is 2 Mpx, an A4 scan at 300 dpi 8.7 Mpx).
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+
+/// Why an export was not turned into fields: a stable code and a specific reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct Unrecognized {
+    /// Stable reason code.
+    pub code: String,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+impl Unrecognized {
+    /// A rejection with `code` and `reason`.
+    pub fn new(code: &str, reason: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A recognized export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recognized {
+    /// `autoref`, ...
+    pub device_type: String,
+    /// Template id.
+    pub template_id: String,
+    /// Template version.
+    pub template_version: u32,
+    /// Firmware key.
+    pub firmware: String,
+    /// Every canonical field, in catalog order.
+    pub fields: Vec<Field>,
+    /// Per field, the best guess of its normalised value (see [`validate::best_guess`]).
+    pub guesses: Vec<Option<String>>,
+    /// 8-bit grey PNG of the normalised crop of every field that needs review, by field name.
+    pub crops: Vec<(String, Vec<u8>)>,
+    /// Version of the model that read the fields.
+    pub model_version: String,
+    /// The layout match (map, anchor scores).
+    pub layout: Match,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Time spent per stage of one export (for metrics and the speed report).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Decoding the file into a grey image.
+    pub decode: Duration,
+    /// Pyramid, layout identification and alignment.
+    pub identify: Duration,
+    /// Field crops.
+    pub crops: Duration,
+    /// The model (one batch for all fields).
+    pub read: Duration,
+    /// Everything, validation and review PNGs included.
+    pub total: Duration,
+}
+
+impl Recognized {
+    /// The field called `name`.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// Templates, their prepared plates and the model, loaded once.
+#[derive(Debug)]
+pub struct Recognizer {
+    templates: TemplateSet,
+    layouts: Layouts,
+    model: Model,
+    policy: FieldPolicy,
+    max_pixels: u64,
+}
+
+/// The recognizer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RecognizerError {
+    /// A plate failed to load or an anchor is unusable.
+    #[error(transparent)]
+    Layout(#[from] vision::LayoutError),
+}
+
+impl Recognizer {
+    /// Prepares every template's plate and anchors; the model is used as loaded.
+    pub fn new(templates: TemplateSet, model: Model) -> Result<Self, RecognizerError> {
+        let layouts = Layouts::new(&templates)?;
+        Ok(Self {
+            templates,
+            layouts,
+            model,
+            policy: FieldPolicy::default(),
+            max_pixels: DEFAULT_MAX_PIXELS,
+        })
+    }
+
+    /// Replaces the field policy (confidence threshold).
+    pub fn with_policy(mut self, policy: FieldPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Replaces the decoded-pixel cap.
+    pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
+        self.max_pixels = max_pixels;
+        self
+    }
+
+    /// The templates.
+    pub fn templates(&self) -> &TemplateSet {
+        &self.templates
+    }
+
+    /// The prepared layouts.
+    pub fn layouts(&self) -> &Layouts {
+        &self.layouts
+    }
+
+    /// The model's version string.
+    pub fn model_version(&self) -> &str {
+        self.model.model_version()
+    }
+
+    /// Reads one export. `file_name` only labels log lines.
+    #[tracing::instrument(level = "debug", skip(self, bytes), fields(template))]
+    pub fn recognize(&self, bytes: &[u8], file_name: &str) -> Result<Recognized, Unrecognized> {
+        let t0 = Instant::now();
+        let mut timings = Timings::default();
+        let decoded = input::decode(bytes, self.max_pixels)?;
+        timings.decode = t0.elapsed();
+        let pyramid = Pyramid::new(decoded);
+        let img = pyramid.base();
+        let m = self
+            .layouts
+            .identify_pyramid(&pyramid)
+            .map_err(|u| Unrecognized::new(UNKNOWN_LAYOUT, u.reason))?;
+        tracing::Span::current().record("template", m.template_id.as_str());
+        let Some(t) = self.templates.get(&m.template_id) else {
+            return Err(Unrecognized::new(
+                UNKNOWN_LAYOUT,
+                format!("template {} vanished", m.template_id),
+            ));
+        };
+        timings.identify = t0.elapsed() - timings.decode;
+        let (crops, contrasts): (Vec<Vec<f32>>, Vec<f32>) = t
+            .fields
+            .iter()
+            .map(|f| normalise_crop(img, &m.map, f.bbox.map(|v| v as f32)))
+            .unzip();
+        let constraints: Vec<FieldConstraint> = t
+            .fields
+            .iter()
+            .map(|f| FieldConstraint::new(&f.spec.grammar, &f.spec.absent))
+            .collect();
+        timings.crops = t0.elapsed() - timings.decode - timings.identify;
+        let t_read = Instant::now();
+        let readings = self.model.read(&crops, &constraints).map_err(|e| {
+            Unrecognized::new(
+                MODEL_ERROR,
+                format!("reading the fields of {file_name}: {e}"),
+            )
+        })?;
+        timings.read = t_read.elapsed();
+        if readings.len() != t.fields.len() {
+            return Err(Unrecognized::new(
+                MODEL_ERROR,
+                format!(
+                    "the model returned {} readings for {} fields",
+                    readings.len(),
+                    t.fields.len()
+                ),
+            ));
+        }
+        let mut fields: Vec<Field> = t
+            .fields
+            .iter()
+            .zip(&readings)
+            .zip(&contrasts)
+            .map(|((f, r), &c)| validate::decide(&f.spec, r, c, &self.policy))
+            .collect();
+        validate::apply_rules(t, &mut fields);
+        let guesses = t
+            .fields
+            .iter()
+            .zip(&fields)
+            .map(|(ft, f)| validate::best_guess(&ft.spec, f))
+            .collect();
+        let crops = fields
+            .iter()
+            .zip(&crops)
+            .filter(|(f, _)| f.status.needs_review())
+            .filter_map(|(f, c)| crop_png(c).map(|png| (f.name.clone(), png)))
+            .collect();
+        let mut r = recognized(t, fields, guesses, crops, self.model.model_version(), m);
+        timings.total = t0.elapsed();
+        r.timings = timings;
+        Ok(r)
+    }
+}
+
+fn recognized(
+    t: &Template,
+    fields: Vec<Field>,
+    guesses: Vec<Option<String>>,
+    crops: Vec<(String, Vec<u8>)>,
+    model_version: &str,
+    layout: Match,
+) -> Recognized {
+    Recognized {
+        device_type: t.device_type.clone(),
+        template_id: t.id.clone(),
+        template_version: t.version,
+        firmware: t.firmware.clone(),
+        fields,
+        guesses,
+        crops,
+        model_version: model_version.to_owned(),
+        layout,
+        timings: Timings::default(),
+    }
+}
+
+/// A normalised crop as an 8-bit grey PNG (`CROP_W x CROP_H`).
+pub fn crop_png(crop: &[f32]) -> Option<Vec<u8>> {
+    let img = image::GrayImage::from_raw(CROP_W as u32, CROP_H as u32, vision::crop::to_u8(crop))?;
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .ok()?;
+    Some(out)
+}
+
+impl From<Recognized> for crate::record::build::Recognition {
+    fn from(r: Recognized) -> Self {
+        Self {
+            device_type: r.device_type,
+            template_id: r.template_id,
+            template_version: r.template_version,
+            firmware: r.firmware,
+            fields: r.fields,
+            crops: r.crops,
+            model_version: r.model_version,
+        }
+    }
+}
+
+impl From<Unrecognized> for crate::record::build::Refusal {
+    fn from(u: Unrecognized) -> Self {
+        Self {
+            code: u.code,
+            reason: u.reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recognizer_can_be_shared_by_worker_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Recognizer>();
+    }
+
+    #[test]
+    fn review_crops_are_small_pngs() {
+        let png = crop_png(&vec![1.0; CROP_W * CROP_H]).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() < 2048);
+    }
+}
