@@ -181,16 +181,18 @@ pub fn jpeg_roundtrip(p: &Planes, quality: u8) -> Result<(Planes, Vec<u8>), imag
     Ok((planes, buf))
 }
 
-/// Resizes to `w` x `h` with `filter` (three-channel regions).
+/// Resizes to `w` x `h` with `filter` (three-channel regions). `image` clamps float pixels to
+/// 0..1, so the values are scaled down and back.
 pub fn resize(p: &Planes, w: usize, h: usize, filter: FilterType) -> Planes {
+    let unit: Vec<f32> = to_channels(p, 3).iter().map(|v| v / 255.0).collect();
     let src: ImageBuffer<Rgb<f32>, Vec<f32>> =
-        ImageBuffer::from_raw(p.w as u32, p.h as u32, to_channels(p, 3)).unwrap_or_default();
+        ImageBuffer::from_raw(p.w as u32, p.h as u32, unit).unwrap_or_default();
     let out = image::imageops::resize(&src, w as u32, h as u32, filter);
     Planes {
         w,
         h,
         ch: 3,
-        data: out.into_raw(),
+        data: out.into_raw().iter().map(|v| v * 255.0).collect(),
     }
 }
 
@@ -305,6 +307,17 @@ mod tests {
                 var.sqrt()
             );
         }
+    }
+
+    #[test]
+    fn resize_keeps_the_grey_scale() {
+        let p = Planes::filled(30, 12, 3, 200.0);
+        let r = resize(&p, 20, 8, FilterType::Lanczos3);
+        assert!(
+            r.data.iter().all(|v| (v - 200.0).abs() < 0.5),
+            "{:?}",
+            &r.data[..3]
+        );
     }
 
     #[test]

@@ -74,6 +74,18 @@ impl FontDirs {
         self.files.get(name).map(PathBuf::as_path)
     }
 
+    /// Reads font file `name` for `template`/`field` (named in the error when it is missing) and
+    /// checks that it parses.
+    pub fn read(&self, name: &str, template: &str, field: &str) -> Result<Vec<u8>, FontError> {
+        let font = self.load(name, template, field)?;
+        drop(font);
+        let path = self.find(name).unwrap_or(Path::new(name));
+        std::fs::read(path).map_err(|e| FontError::Unreadable {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })
+    }
+
     /// Loads font `name` for `template`/`field` (named in the error when it is missing).
     pub fn load(&self, name: &str, template: &str, field: &str) -> Result<FontArc, FontError> {
         let path = self.find(name).ok_or_else(|| FontError::Missing {

@@ -3,7 +3,8 @@
 //!
 //! Stages, in the order an export is made:
 //! - [`fonts`]: find font files by name in the font directories.
-//! - [`text`]: rasterise values with PIL's glyph placement and blending.
+//! - [`hint`] and [`text`]: rasterise values like PIL: FreeType-style hinting, glyph placement
+//!   and blending.
 //! - [`printed`] and [`values`]: draw valid values per field and the label, honouring the rules.
 //! - [`render`]: the [`Simulator`]: values drawn on the plate, then degraded.
 //! - [`degrade`] and [`filters`]: the template's variation (geometry, blur, noise, JPEG, scans).
@@ -19,6 +20,7 @@ pub mod degrade;
 pub mod encode;
 pub mod filters;
 pub mod fonts;
+pub mod hint;
 pub mod overlay;
 pub mod printed;
 pub mod render;

@@ -8,7 +8,6 @@
 //! displacements give a translation (their median) or, for layouts that scale or rotate, a
 //! least-squares similarity.
 
-use ab_glyph::FontArc;
 use image::{DynamicImage, RgbImage};
 use record::Template;
 use vision::{Affine, GrayF32};
@@ -82,15 +81,34 @@ fn downsample(img: &GrayF32, k: usize) -> GrayF32 {
 fn ncc(plate: &GrayF32, img: &GrayF32, b: [i64; 4], dx: i64, dy: i64) -> f32 {
     let n = (b[2] * b[3]) as f32;
     let (mut sp, mut si, mut spp, mut sii, mut spi) = (0f32, 0f32, 0f32, 0f32, 0f32);
-    for y in b[1]..b[1] + b[3] {
-        for x in b[0]..b[0] + b[2] {
-            let p = plate.at(x, y);
-            let i = img.at(x + dx, y + dy);
-            sp += p;
-            si += i;
-            spp += p * p;
-            sii += i * i;
-            spi += p * i;
+    let inside = |g: &GrayF32, x: i64, y: i64| {
+        x >= 0 && y >= 0 && x + b[2] <= i64::from(g.width) && y + b[3] <= i64::from(g.height)
+    };
+    if inside(plate, b[0], b[1]) && inside(img, b[0] + dx, b[1] + dy) {
+        let (pw, iw) = (plate.width as usize, img.width as usize);
+        let w = b[2] as usize;
+        for y in b[1]..b[1] + b[3] {
+            let pr = y as usize * pw + b[0] as usize;
+            let ir = (y + dy) as usize * iw + (b[0] + dx) as usize;
+            for (&p, &i) in plate.data[pr..pr + w].iter().zip(&img.data[ir..ir + w]) {
+                sp += p;
+                si += i;
+                spp += p * p;
+                sii += i * i;
+                spi += p * i;
+            }
+        }
+    } else {
+        for y in b[1]..b[1] + b[3] {
+            for x in b[0]..b[0] + b[2] {
+                let p = plate.at(x, y);
+                let i = img.at(x + dx, y + dy);
+                sp += p;
+                si += i;
+                spp += p * p;
+                sii += i * i;
+                spi += p * i;
+            }
         }
     }
     let cov = spi - sp * si / n;
@@ -102,30 +120,29 @@ fn ncc(plate: &GrayF32, img: &GrayF32, b: [i64; 4], dx: i64, dy: i64) -> f32 {
     cov / (vp * vi).sqrt()
 }
 
-/// Best displacement of anchor box `b` within ±`r` px, sub-pixel, and its score.
+/// Best displacement of anchor box `b` within ±`r` px, sub-pixel, and its score: exhaustive
+/// search on the `k`-times reduced images, then ±(k + 1) px at full resolution.
 fn search(
     plate: &GrayF32,
     img: &GrayF32,
-    coarse: Option<(&GrayF32, &GrayF32)>,
+    coarse: (&GrayF32, &GrayF32, i64),
     b: [u32; 4],
     r: i64,
 ) -> ((f32, f32), f32) {
     let b = b.map(i64::from);
-    let (mut cx, mut cy, mut fr) = (0i64, 0i64, r);
-    if let Some((p4, i4)) = coarse {
-        let bc = [b[0] / 4, b[1] / 4, (b[2] / 4).max(2), (b[3] / 4).max(2)];
-        let rc = r / 4 + 1;
-        let mut best = f32::NEG_INFINITY;
-        for dy in -rc..=rc {
-            for dx in -rc..=rc {
-                let s = ncc(p4, i4, bc, dx, dy);
-                if s > best {
-                    (best, cx, cy) = (s, dx * 4, dy * 4);
-                }
+    let (p_k, i_k, k) = coarse;
+    let bc = [b[0] / k, b[1] / k, (b[2] / k).max(2), (b[3] / k).max(2)];
+    let rc = r / k + 1;
+    let (mut best, mut cx, mut cy) = (f32::NEG_INFINITY, 0, 0);
+    for dy in -rc..=rc {
+        for dx in -rc..=rc {
+            let s = ncc(p_k, i_k, bc, dx, dy);
+            if s > best {
+                (best, cx, cy) = (s, dx * k, dy * k);
             }
         }
-        fr = 5;
     }
+    let fr = k + 1;
     let mut best = (f32::NEG_INFINITY, cx, cy);
     let mut scores = std::collections::HashMap::new();
     for dy in cy - fr..=cy + fr {
@@ -179,8 +196,9 @@ pub fn estimate(t: &Template, plate: &GrayF32, img: &GrayF32) -> Alignment {
     let moves =
         (v.scale[0] - 1.0).abs().max((v.scale[1] - 1.0).abs()) + v.rotation_deg.to_radians();
     let r = (v.shift_px + 4.0 + half_diag * moves).ceil() as i64;
-    let pyramid = (r > 10).then(|| (downsample(plate, 4), downsample(r_img, 4)));
-    let coarse = pyramid.as_ref().map(|(a, b)| (a, b));
+    let k = if r > 10 { 4 } else { 2 };
+    let (p_k, i_k) = (downsample(plate, k as usize), downsample(r_img, k as usize));
+    let coarse = (&p_k, &i_k, k);
     let found: Vec<((f32, f32), (f32, f32), f32)> = t
         .anchors
         .iter()
@@ -285,8 +303,7 @@ pub fn overlay(
     let face = fonts
         .find(NAME_FONT)
         .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| FontArc::try_from_vec(b).ok())
-        .map(|f| Face::new(f, 11.0, ""));
+        .and_then(|b| Face::new(b, 11.0, "").ok());
     let mut draw = |b: [u32; 4], name: &str, color: [u8; 3]| {
         let c = corners(&alignment.map, b);
         for i in 0..4 {

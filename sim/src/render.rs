@@ -182,10 +182,16 @@ impl Simulator {
                 let face = match faces.get(&key) {
                     Some(face) => face.clone(),
                     None => {
-                        let font = fonts.load(&r.font, &t.id, &f.spec.name)?;
+                        let bytes = fonts.read(&r.font, &t.id, &f.spec.name)?;
                         let extra: String =
                             f.spec.absent.concat() + r.ghost_text.as_deref().unwrap_or("");
-                        let face = Arc::new(Face::new(font, r.size_px, &extra));
+                        let face = Face::new(bytes, r.size_px, &extra).map_err(|e| {
+                            FontError::Unreadable {
+                                path: r.font.clone().into(),
+                                problem: e.to_string(),
+                            }
+                        })?;
+                        let face = Arc::new(face);
                         faces.insert(key, face.clone());
                         face
                     }

@@ -4,23 +4,16 @@
 //! overlapping coverage combined with `max`, the anchor (`ls`, `ms`, `rs`) taken on the
 //! baseline at the rounded advance width, and the colour blended in 8 bits like PIL's `BLEND`.
 //!
-//! Glyph bitmaps are rasterised once per face at construction (printable ASCII plus any extra
-//! characters), so a [`Face`] is immutable and shared across threads.
+//! Glyph bitmaps are hinted like FreeType's (see [`crate::hint`]) and rasterised once per face at
+//! construction (printable ASCII plus any extra characters), so a [`Face`] is immutable and shared
+//! across threads; a font that cannot be hinted is drawn from its unhinted outlines.
 
 use std::collections::HashMap;
 
 use ab_glyph::{Font, FontArc, GlyphId, PxScale, ScaleFont};
 use image::RgbImage;
 
-/// One glyph's coverage bitmap, relative to its integer pen position on the baseline.
-#[derive(Debug, Clone)]
-struct Bitmap {
-    left: i32,
-    top: i32,
-    w: usize,
-    h: usize,
-    cov: Vec<u8>,
-}
+use crate::hint::{hinted_bitmaps, Bitmap};
 
 #[derive(Debug, Clone)]
 struct CachedGlyph {
@@ -58,9 +51,14 @@ fn pixel(x64: i32) -> i32 {
 }
 
 impl Face {
-    /// `font` at `size_px` pixels per em (PIL's `ImageFont.truetype(font, size)`), with glyphs for
-    /// printable ASCII and `extra` rasterised.
-    pub fn new(font: FontArc, size_px: f32, extra: &str) -> Self {
+    /// The font file `bytes` at `size_px` pixels per em (PIL's `ImageFont.truetype(font, size)`),
+    /// with glyphs for printable ASCII and `extra` rasterised.
+    pub fn new(bytes: Vec<u8>, size_px: f32, extra: &str) -> Result<Self, ab_glyph::InvalidFont> {
+        let mut chars: Vec<char> = (' '..='~').chain(extra.chars()).collect();
+        chars.sort_unstable();
+        chars.dedup();
+        let hinted = hinted_bitmaps(&bytes, size_px, &chars);
+        let font = FontArc::try_from_vec(bytes)?;
         let upem = font.units_per_em().unwrap_or(1000.0);
         let scale = PxScale::from(size_px * font.height_unscaled() / upem);
         let mut face = Face {
@@ -68,13 +66,14 @@ impl Face {
             scale,
             glyphs: HashMap::new(),
         };
-        for c in (' '..='~').chain(extra.chars()) {
-            if !face.glyphs.contains_key(&c) {
-                let g = face.rasterise(c);
-                face.glyphs.insert(c, g);
+        for c in chars {
+            let mut g = face.rasterise(c);
+            if let Some(b) = hinted.as_ref().and_then(|h| h.get(&c)) {
+                g.bitmap = b.clone();
             }
+            face.glyphs.insert(c, g);
         }
-        face
+        Ok(face)
     }
 
     fn rasterise(&self, c: char) -> CachedGlyph {

@@ -1,7 +1,8 @@
 //! Render fidelity against the shared samples: each sample's own label values are drawn on the
 //! plate at the sample's estimated position, and the field boxes are compared pixel by pixel.
-//! For lossless layouts the synthetic boxes must match the real ones closely (the render specs,
-//! the glyph placement and the blending are right); for the others the numbers are printed.
+//! For lossless layouts the synthetic boxes must match the real ones within 1.5 grey levels on
+//! average (render specs, hinting, glyph placement and blending are right: unhinted glyphs give
+//! about 3); for the others, whose samples are degraded, the numbers are printed.
 
 mod util;
 
@@ -25,11 +26,19 @@ fn synthetic_field_boxes_match_the_samples() {
         };
         let plate = GrayF32::from_image(&image::DynamicImage::ImageRgb8(p.plate.clone()));
         let v = &t.variation;
-        let lossless =
-            v.jpeg_quality.is_none() && v.noise_std[1] == 0.0 && v.blur_px[1] == 0.0 && !v.subpixel;
+        let lossless = v.jpeg_quality.is_none()
+            && v.noise_std[1] == 0.0
+            && v.blur_px[1] == 0.0
+            && v.contrast == [1.0, 1.0]
+            && v.brightness == [0.0, 0.0]
+            && !v.subpixel;
         let (mut with, mut without, mut n) = (0f64, 0f64, 0usize);
         let mut worst = (0f64, String::new());
-        for s in list {
+        let limit = std::env::var("EXAMLINK_SIM_SAMPLES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
+        for s in list.iter().take(limit) {
             if s.image.width() != t.width {
                 continue;
             }
@@ -41,6 +50,9 @@ fn synthetic_field_boxes_match_the_samples() {
             let empty: Vec<String> = vec![String::new(); t.fields.len()];
             let (bare, _) = sim.compose(p, &empty, &d, &mut rng).expect("compose");
             let (syn, bare) = (GrayF32::from_image(&syn), GrayF32::from_image(&bare));
+            if let Some(dir) = std::env::var_os("EXAMLINK_SIM_DUMP") {
+                util::dump_boxes(std::path::Path::new(&dir), &s.name, &img, &syn, &a.map, t);
+            }
             for f in &t.fields {
                 let (dw, db) = util::box_diff(&img, &syn, &bare, &a.map, f.bbox);
                 with += dw;

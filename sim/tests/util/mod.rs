@@ -116,3 +116,40 @@ pub fn box_diff(
     let n = n.max(1) as f64 / 255.0;
     (dw / n, db / n)
 }
+
+/// Writes `<dir>/<name>.png`: for every field, the real box (left) beside the synthetic one
+/// (right), 3x enlarged, for looking at render fidelity.
+pub fn dump_boxes(
+    dir: &std::path::Path,
+    name: &str,
+    real: &GrayF32,
+    syn: &GrayF32,
+    map: &Affine,
+    t: &record::Template,
+) {
+    const K: u32 = 3;
+    let w = t.fields.iter().map(|f| f.bbox[2]).max().unwrap_or(1) * 2 + 4;
+    let h: u32 = t.fields.iter().map(|f| f.bbox[3] + 2).sum();
+    let mut out = image::GrayImage::from_pixel(w * K, h * K, image::Luma([128]));
+    let mut y0 = 0;
+    for f in &t.fields {
+        let b = f.bbox;
+        for (side, img) in [real, syn].into_iter().enumerate() {
+            for y in 0..b[3] {
+                for x in 0..b[2] {
+                    let (ix, iy) = map.apply((b[0] + x) as f32 + 0.5, (b[1] + y) as f32 + 0.5);
+                    let v = (img.at(ix.floor() as i64, iy.floor() as i64) * 255.0) as u8;
+                    let ox = side as u32 * (b[2] + 4) + x;
+                    for j in 0..K {
+                        for i in 0..K {
+                            out.put_pixel(ox * K + i, (y0 + y) * K + j, image::Luma([v]));
+                        }
+                    }
+                }
+            }
+        }
+        y0 += b[3] + 2;
+    }
+    std::fs::create_dir_all(dir).expect("dump dir");
+    out.save(dir.join(format!("{name}.png"))).expect("dump");
+}

@@ -1,0 +1,276 @@
+//! The hub and agent as real processes, each with a generated config in its own folder and
+//! its output in `<dir>/<name>.log`.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context};
+
+use crate::bins::bin;
+
+/// A running (or stopped) child process with its log file.
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn new(name: &str, program: PathBuf, args: Vec<String>, log: PathBuf) -> Self {
+        Self {
+            name: name.into(),
+            program,
+            args,
+            log,
+            child: None,
+        }
+    }
+
+    /// Starts the process (appending to its log).
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("{} already running", self.name);
+        }
+        let log = File::options().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.program.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // The child may have exited already; either way it is gone afterwards.
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it; kills it after `grace`.
+    pub fn stop(&mut self, grace: std::time::Duration) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .ok();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        c.kill().ok();
+        c.wait().ok();
+    }
+
+    /// Whether it is running (false once it exited on its own).
+    pub fn running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The hub with its embedded broker.
+#[derive(Debug)]
+pub struct Hub {
+    /// The process.
+    pub proc: Proc,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Embedded broker port.
+    pub mqtt_port: u16,
+    /// HTTP port.
+    pub http_port: u16,
+    /// Schema holding its tables.
+    pub schema: String,
+}
+
+impl Hub {
+    /// Writes the hub's config into `dir` (PostgreSQL `db_url`, tables in `schema`).
+    pub fn new(
+        dir: &Path,
+        db_url: &str,
+        schema: &str,
+        mqtt_port: u16,
+        http_port: u16,
+    ) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let config = dir.join("hub.toml");
+        let templates = crate::repo_root().join("templates");
+        fs::write(
+            &config,
+            format!(
+                "templates_dir = {templates:?}\n\n[subscribe]\nmode = \"embedded\"\n\n\
+                 [subscribe.embedded]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\n\
+                 [load]\nurl = {db_url:?}\nschema = {schema:?}\n\n\
+                 [http]\nlisten = \"127.0.0.1:{http_port}\"\n"
+            ),
+        )?;
+        let args = vec![
+            "--config".into(),
+            config.display().to_string(),
+            "run".into(),
+        ];
+        Ok(Self {
+            proc: Proc::new("hub", bin("hub")?, args, dir.join("hub.log")),
+            config,
+            mqtt_port,
+            http_port,
+            schema: schema.into(),
+        })
+    }
+
+    /// Registers a device and returns its password (rotating it if the device exists).
+    pub fn add_device(&self, id: &str, device_type: &str) -> anyhow::Result<String> {
+        let run = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+            let out = Command::new(bin("hub")?)
+                .arg("--config")
+                .arg(&self.config)
+                .args(args)
+                .output()
+                .context("running hub device")?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok((out.status.success(), text))
+        };
+        let (ok, text) = run(&["device", "add", id, "--type", device_type])?;
+        let (ok, text) = if ok {
+            (ok, text)
+        } else {
+            run(&["device", "rotate", id])?
+        };
+        if !ok {
+            bail!("hub device add/rotate {id} failed: {text}");
+        }
+        text.lines()
+            .find_map(|l| {
+                l.rsplit_once(": ")
+                    .filter(|_| l.contains("password"))
+                    .map(|(_, p)| p.trim().to_owned())
+            })
+            .with_context(|| format!("no password in hub output: {text}"))
+    }
+}
+
+/// Test knobs for an agent's config.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `outbox.max_bytes` (disk quota of the backlog).
+    pub outbox_max_bytes: u64,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            outbox_max_bytes: 2 << 30,
+        }
+    }
+}
+
+/// One agent watching its own export folder.
+#[derive(Debug)]
+pub struct Agent {
+    /// The process.
+    pub proc: Proc,
+    /// Device id.
+    pub device_id: String,
+    /// The folder the simulated device exports into.
+    pub exports: PathBuf,
+    /// Quarantine folder.
+    pub quarantine: PathBuf,
+}
+
+impl Agent {
+    /// Writes the agent's config and password file into `dir`.
+    pub fn new(
+        dir: &Path,
+        device_id: &str,
+        password: &str,
+        mqtt_port: u16,
+    ) -> anyhow::Result<Self> {
+        Self::with_options(
+            dir,
+            device_id,
+            password,
+            mqtt_port,
+            &AgentOptions::default(),
+        )
+    }
+
+    /// As [`Agent::new`], with test knobs.
+    pub fn with_options(
+        dir: &Path,
+        device_id: &str,
+        password: &str,
+        mqtt_port: u16,
+        opts: &AgentOptions,
+    ) -> anyhow::Result<Self> {
+        let exports = dir.join("exports");
+        let quarantine = dir.join("quarantine");
+        fs::create_dir_all(&exports)?;
+        let password_file = dir.join("password");
+        fs::write(&password_file, password)?;
+        let root = crate::repo_root();
+        let config = dir.join("agent.toml");
+        fs::write(
+            &config,
+            format!(
+                "device_id = {device_id:?}\ndata_dir = {:?}\n\n\
+                 [ingest]\nexport_dirs = [{exports:?}]\nsettle_ms = 300\nrescan_secs = 2\n\n\
+                 [recognize]\ntemplates_dir = {:?}\nmodel_path = {:?}\n\n\
+                 [quarantine]\ndir = {quarantine:?}\n\n\
+                 [outbox]\nresend_after_secs = 5\nmax_bytes = {max_bytes}\n\n\
+                 [publish]\nbroker_url = \"mqtt://127.0.0.1:{mqtt_port}\"\npassword_file = {password_file:?}\n\
+                 reconnect_min_ms = 100\nreconnect_max_ms = 2000\nstatus_every_secs = 5\n",
+                dir.join("data"),
+                root.join("templates"),
+                root.join("models"),
+                max_bytes = opts.outbox_max_bytes,
+            ),
+        )?;
+        let args = vec![
+            "--config".into(),
+            config.display().to_string(),
+            "run".into(),
+        ];
+        Ok(Self {
+            proc: Proc::new(device_id, bin("agent")?, args, dir.join("agent.log")),
+            device_id: device_id.into(),
+            exports,
+            quarantine,
+        })
+    }
+}
