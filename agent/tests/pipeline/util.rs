@@ -270,11 +270,18 @@ pub fn recognizer_assets() -> Option<(PathBuf, PathBuf)> {
     (has_templates && has_model).then_some((templates, models))
 }
 
-/// Sample exports of every device (`/work/shared/devices` or `$EXAMLINK_DEVICES`).
+/// Sample exports of every device: `$EXAMLINK_SAMPLES`, `<repo>/../shared/devices` or
+/// `/work/shared/devices` (as `scripts/test` sets it).
 pub fn sample_exports() -> Vec<PathBuf> {
-    let root = std::env::var_os("EXAMLINK_DEVICES")
+    let root = std::env::var_os("EXAMLINK_SAMPLES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/devices"));
+        .into_iter()
+        .chain([
+            repo().join("../shared/devices"),
+            PathBuf::from("/work/shared/devices"),
+        ])
+        .find(|d| d.is_dir())
+        .unwrap_or_default();
     let mut out = Vec::new();
     for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(dir.path())

@@ -32,11 +32,20 @@ pub struct Sample {
     pub label: Label,
 }
 
-/// The shared samples folder: `EXAMLINK_DEVICES`, else `../shared/devices` beside the repository.
+/// The shared samples folder: `EXAMLINK_SAMPLES` (set by `scripts/test`), `EXAMLINK_DEVICES`,
+/// `../shared/devices` beside the repository, or `/work/shared/devices`.
 pub fn devices_dir() -> PathBuf {
-    std::env::var_os("EXAMLINK_DEVICES")
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    ["EXAMLINK_SAMPLES", "EXAMLINK_DEVICES"]
+        .iter()
+        .filter_map(std::env::var_os)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/devices"))
+        .chain([
+            repo.join("../shared/devices"),
+            PathBuf::from("/work/shared/devices"),
+        ])
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| repo.join("../shared/devices"))
 }
 
 /// Samples by layout folder name, or `None` (with a message) when the folder is absent.
@@ -44,7 +53,7 @@ pub fn samples() -> Option<BTreeMap<String, Vec<Sample>>> {
     let dir = devices_dir();
     let Ok(rd) = std::fs::read_dir(&dir) else {
         eprintln!(
-            "skipped: no shared samples at {} (set EXAMLINK_DEVICES)",
+            "skipped: no shared samples at {} (set EXAMLINK_SAMPLES)",
             dir.display()
         );
         return None;
