@@ -63,6 +63,9 @@ pub enum HubError {
     /// The embedded broker.
     #[error(transparent)]
     Embedded(#[from] EmbeddedError),
+    /// The device listener's TLS certificate or key.
+    #[error("subscribe.embedded TLS: {0}")]
+    Tls(#[from] gate::TlsSetupError),
     /// Migrations failed for a reason retrying will not fix.
     #[error("migrating the database schema")]
     Migrate(#[source] tokio_postgres::Error),
@@ -76,6 +79,7 @@ pub struct Hub {
     gate: Option<TcpListener>,
     http: Option<TcpListener>,
     external: Option<Endpoint>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     ready: watch::Sender<bool>,
 }
 
@@ -107,6 +111,11 @@ impl Hub {
             Some(a) => Some(bind("HTTP", a).await?),
             None => None,
         };
+        let e = &config.subscribe.embedded;
+        let tls = match (&e.tls_cert_file, &e.tls_key_file) {
+            (Some(cert), Some(key)) => Some(gate::tls_acceptor(cert, key)?),
+            _ => None,
+        };
         Ok(Self {
             config,
             templates,
@@ -114,6 +123,7 @@ impl Hub {
             gate,
             http,
             external,
+            tls,
             ready: watch::channel(false).0,
         })
     }
@@ -165,7 +175,11 @@ impl Hub {
             ),
             None => {
                 let e = &c.subscribe.embedded;
-                let b = EmbeddedBroker::start(e.max_connections, max_packet).await?;
+                let retention = subscribe::embedded::Retention {
+                    segment_bytes: e.retention_segment_bytes,
+                    segments: e.retention_segments,
+                };
+                let b = EmbeddedBroker::start(e.max_connections, max_packet, retention).await?;
                 (b.endpoint(max_packet), external::filters(None), Some(b))
             }
         };
@@ -176,10 +190,12 @@ impl Hub {
         let load = tokio::spawn(loader.run(checked_rx, outcomes_tx, stop.clone()));
         let publisher = Publisher::new(&endpoint);
         let republish = tokio::spawn(republish::run(publisher.client(), outcomes_rx));
+        let status_receipts = publisher.client();
         let (force_tx, force) = watch::channel(false);
         let publish = tokio::spawn(publisher.run(force));
         let status = tokio::spawn(status::run(
             db.clone(),
+            status_receipts,
             reject_cap,
             devices_rx,
             stop.clone(),
@@ -198,6 +214,7 @@ impl Hub {
                 let e = &c.subscribe.embedded;
                 let ctx = Arc::new(GateContext {
                     internal: b.internal_addr(),
+                    tls: self.tls.clone(),
                     secret: b.secret().clone(),
                     credentials: Arc::new(auth::Credentials::new(db.clone())),
                     refused: records_tx.clone(),

@@ -2,15 +2,18 @@
 //!
 //! A [`StatusReport`] updates its device's row in `devices` (online, backlog, counters, last
 //! error, last seen); a [`Rejection`] (an export the agent could not read) is stored once in
-//! `device_rejections`. A payload that does not decode, or names another device than its
-//! topic, is stored in `rejects`. An empty payload (a cleared retained message) is ignored.
+//! `device_rejections` and answered, after the insert, with a receipt naming
+//! [`Rejection::receipt_id`] (`stored`, or `duplicate` for a resend), so the agent retires it
+//! from its outbox. A payload that does not decode, or names another device than its topic, is
+//! stored in `rejects`. An empty payload (a cleared retained message) is ignored.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use record::topic::DeviceTopic;
-use record::{Rejection, StatusReport};
+use record::{Receipt, ReceiptOutcome, Rejection, StatusReport};
+use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, warn};
 
@@ -22,6 +25,7 @@ use crate::telemetry;
 /// database is down (giving up at shutdown).
 pub async fn run(
     db: Arc<Db>,
+    receipts: AsyncClient,
     reject_cap: usize,
     mut rx: mpsc::Receiver<Inbound>,
     shutdown: watch::Receiver<bool>,
@@ -33,7 +37,18 @@ pub async fn run(
         let mut backoff = Duration::from_millis(100);
         loop {
             match apply(&db, &m, reject_cap).await {
-                Ok(()) => break,
+                Ok(None) => break,
+                Ok(Some((device, receipt))) => {
+                    let topic = DeviceTopic::Receipts.topic(&device);
+                    if let Err(error) = receipts
+                        .publish(topic, QoS::AtLeastOnce, false, record::encode(&receipt))
+                        .await
+                    {
+                        // The agent resends the rejection and gets a duplicate receipt.
+                        warn!(device = %device, %error, "Rejection receipt not sent.");
+                    }
+                    break;
+                }
                 Err(error) => {
                     error!(topic = %m.topic, %error, "Could not store a device message; retrying.");
                     let mut stop = shutdown.clone();
@@ -49,11 +64,17 @@ pub async fn run(
     debug!("Status stage stopped.");
 }
 
-async fn apply(db: &Db, m: &Inbound, reject_cap: usize) -> Result<(), tokio_postgres::Error> {
+/// Stores one device message; returns the receipt to send, if any (for a rejection notice).
+async fn apply(
+    db: &Db,
+    m: &Inbound,
+    reject_cap: usize,
+) -> Result<Option<(record::DeviceId, Receipt)>, tokio_postgres::Error> {
     let client = db.client().await?;
     let Some(device) = &m.device else {
-        return Ok(());
+        return Ok(None);
     };
+    let mut receipt = None;
     let problem = match m.kind {
         Some(DeviceTopic::Status) => match record::decode::<StatusReport>(&m.payload) {
             Ok(s) if s.device_id == *device => {
@@ -89,7 +110,7 @@ async fn apply(db: &Db, m: &Inbound, reject_cap: usize) -> Result<(), tokio_post
             Ok(r) if r.device_id == *device => {
                 metrics::counter!(telemetry::DEVICE_MESSAGES, "kind" => "rejection").increment(1);
                 let clean = |s: &str| s.replace('\0', "");
-                client
+                let inserted = client
                     .execute(
                         "INSERT INTO device_rejections (device_id, source_file, file_sha256, code, \
                          reason, quarantined_as, at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -105,6 +126,19 @@ async fn apply(db: &Db, m: &Inbound, reject_cap: usize) -> Result<(), tokio_post
                         ],
                     )
                     .await?;
+                let outcome = if inserted == 1 {
+                    ReceiptOutcome::Stored
+                } else {
+                    ReceiptOutcome::Duplicate
+                };
+                receipt = Some((
+                    device.clone(),
+                    Receipt {
+                        record_id: r.receipt_id(),
+                        outcome,
+                        reason: None,
+                    },
+                ));
                 None
             }
             Ok(r) => Some((
@@ -135,5 +169,5 @@ async fn apply(db: &Db, m: &Inbound, reject_cap: usize) -> Result<(), tokio_post
             )
             .await?;
     }
-    Ok(())
+    Ok(receipt)
 }

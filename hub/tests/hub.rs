@@ -4,10 +4,12 @@
 
 mod util;
 
+use std::path::PathBuf;
+
 use hub::config::BrokerMode;
 use hub::testkit;
 use record::{DeviceId, ReceiptOutcome, Record};
-use util::{connect, device, TestHub, TestSchema};
+use util::{connect, connect_with, device, TestHub, TestSchema};
 
 fn dev(id: &str) -> DeviceId {
     DeviceId::new(id).unwrap()
@@ -455,4 +457,165 @@ async fn hub_killed_mid_stream_and_restarted_stores_every_record_exactly_once() 
         schema.count("SELECT count(*) FROM measurements").await,
         300 * 18
     );
+}
+
+// See: #5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_takes_devices_over_mqtts_and_refuses_plain_mqtt() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(certs.path());
+
+    let schema = TestSchema::new("tls");
+    schema.migrate().await;
+    let pw = schema.add_device("autoref-01", "autoref").await;
+    let (c2, k2) = (cert.clone(), key.clone());
+    let hub = TestHub::start_with(&schema, BrokerMode::Embedded, "unused", move |c| {
+        c.subscribe.embedded.tls_cert_file = Some(c2);
+        c.subscribe.embedded.tls_key_file = Some(k2);
+    })
+    .await;
+    let port = hub.mqtt.unwrap().port();
+
+    // mqtts://localhost, trusting the CA that signed the hub's certificate.
+    let mut o = rumqttc::MqttOptions::new("autoref-01", "localhost", port);
+    o.set_credentials("autoref-01", &pw);
+    o.set_transport(rumqttc::Transport::tls(
+        std::fs::read(&ca).unwrap(),
+        None,
+        None,
+    ));
+    let receipts = record::topic::DeviceTopic::Receipts.topic(&dev("autoref-01"));
+    let mut d = connect_with(o, &[receipts])
+        .await
+        .expect("device connects over TLS");
+    let r = testkit::record(&dev("autoref-01"), 7);
+    d.publish_record(&r).await;
+    let receipt = d.receipt().await;
+    assert_eq!(receipt.outcome, ReceiptOutcome::Stored, "{receipt:?}");
+    assert_eq!(schema.count("SELECT count(*) FROM records").await, 1);
+
+    // Plain MQTT on the TLS port gets no CONNACK.
+    let plain = connect(
+        "127.0.0.1",
+        port,
+        "autoref-01",
+        Some(("autoref-01", &pw)),
+        &[],
+    )
+    .await;
+    assert!(
+        plain.is_err(),
+        "plain MQTT must not be accepted on the TLS listener"
+    );
+    hub.stop().await;
+}
+
+/// A throwaway CA and a server certificate it signed for localhost / 127.0.0.1, made with the
+/// `openssl` command: (CA certificate, server certificate, server key).
+fn tls_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=examlink test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "server.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        p("ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n\
+         subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+}
+
+// See: #4, #5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_notice_is_stored_once_and_receipted_so_the_agent_can_retire_it() {
+    let schema = TestSchema::new("rejnotice");
+    schema.migrate().await;
+    let pw = schema.add_device("tonometer-01", "tonometer").await;
+    let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let mut d = device(&hub, "tonometer-01", &pw).await;
+    let rejection = record::Rejection {
+        device_id: dev("tonometer-01"),
+        source_file: "tonometer_000123.jpg".into(),
+        file_sha256: "ab".repeat(32),
+        code: "unknown_layout".into(),
+        reason: "no template of size 10x10".into(),
+        quarantined_as: "quarantine/tonometer_000123.jpg".into(),
+        at: chrono::Utc::now(),
+    };
+    let topic = record::topic::DeviceTopic::Rejections.topic(&dev("tonometer-01"));
+    for want in [ReceiptOutcome::Stored, ReceiptOutcome::Duplicate] {
+        d.publish(&topic, record::encode(&rejection)).await;
+        let receipt = d.receipt().await;
+        assert_eq!(receipt.record_id, rejection.receipt_id());
+        assert_eq!(receipt.outcome, want);
+    }
+    assert_eq!(schema.count("SELECT count(*) FROM device_rejections").await, 1);
+    assert_eq!(schema.count("SELECT count(*) FROM records").await, 0);
+    hub.stop().await;
 }

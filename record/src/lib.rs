@@ -24,6 +24,7 @@ pub use grammar::{Checked, FieldSpec, Grammar, GrammarError, Sign};
 pub use ids::{DeviceId, IdError, RecordId};
 pub use record::{
     Field, FieldStatus, Receipt, ReceiptOutcome, Record, Rejection, ReviewCrop, StatusReport,
+    REJECTION_TEMPLATE_ID,
 };
 pub use rules::{Rule, RuleViolation};
 pub use template::{

@@ -155,6 +155,18 @@ pub struct Rejection {
     pub at: DateTime<Utc>,
 }
 
+/// Template id used to derive a [`Rejection`]'s receipt id; no template may use it.
+pub const REJECTION_TEMPLATE_ID: &str = "rejection";
+
+impl Rejection {
+    /// The record id the hub's receipt for this rejection names: the record-id derivation over
+    /// the file digest with template [`REJECTION_TEMPLATE_ID`], version 0, so it never equals
+    /// a record's id and both sides compute it from the rejection alone.
+    pub fn receipt_id(&self) -> RecordId {
+        RecordId::derive(&self.device_id, &self.file_sha256, REJECTION_TEMPLATE_ID, 0)
+    }
+}
+
 /// What the hub did with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -17,7 +17,7 @@ use record::{DeviceId, Field, FieldStatus, Record, RecordId, Rejection, ReviewCr
 use crate::ingest::Taken;
 
 /// Template id used to derive rejection ids.
-pub const REJECTION_TEMPLATE_ID: &str = "rejection";
+pub use record::REJECTION_TEMPLATE_ID;
 /// Largest PNG of one review crop.
 pub const MAX_CROP_BYTES: usize = 24 * 1024;
 /// Largest total PNG of a record's review crops.
@@ -63,12 +63,7 @@ impl Refusal {
 
 /// The id the hub's receipt for `rejection` names.
 pub fn rejection_id(rejection: &Rejection) -> RecordId {
-    RecordId::derive(
-        &rejection.device_id,
-        &rejection.file_sha256,
-        REJECTION_TEMPLATE_ID,
-        0,
-    )
+    rejection.receipt_id()
 }
 
 fn ok_value(fields: &[Field], name: &str) -> Option<String> {
