@@ -157,6 +157,17 @@ pub struct EmbeddedConfig {
     pub connect_timeout_ms: u64,
     /// Most device connections.
     pub max_connections: usize,
+    /// Bytes per in-memory segment of each topic in the embedded broker.
+    pub retention_segment_bytes: usize,
+    /// Segments kept per topic (the oldest is dropped when a new one starts).
+    pub retention_segments: usize,
+    /// TLS certificate chain (PEM) of the device listener; with `tls_key_file` the listener
+    /// speaks TLS only (devices use `mqtts://`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1) of the device listener.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// `[subscribe.external]`
@@ -352,6 +363,20 @@ impl HubConfig {
         }
         if l.url.parse::<tokio_postgres::Config>().is_err() {
             return Err(invalid("load.url", "not a PostgreSQL connection string"));
+        }
+        let em = &self.subscribe.embedded;
+        if em.retention_segments < 2 || em.retention_segment_bytes < self.subscribe.max_packet_bytes
+        {
+            return Err(invalid(
+                "subscribe.embedded.retention_segment_bytes",
+                "need at least 2 segments of at least subscribe.max_packet_bytes each",
+            ));
+        }
+        if em.tls_cert_file.is_some() != em.tls_key_file.is_some() {
+            return Err(invalid(
+                "subscribe.embedded.tls_cert_file",
+                "set tls_cert_file and tls_key_file together (or neither, for plain MQTT)",
+            ));
         }
         let e = &self.subscribe.external;
         if self.subscribe.mode == BrokerMode::External {

@@ -41,11 +41,21 @@ pub struct EmbeddedBroker {
     secret: Secret,
 }
 
+/// How much of each subscription filter's stream the embedded broker keeps in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Bytes per segment (at least one packet).
+    pub segment_bytes: usize,
+    /// Segments per topic.
+    pub segments: usize,
+}
+
 impl EmbeddedBroker {
     /// Starts rumqttd on a free loopback port.
     pub async fn start(
         max_connections: usize,
         max_packet_bytes: usize,
+        retention: Retention,
     ) -> Result<Self, EmbeddedError> {
         let mut bytes = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut bytes);
@@ -77,12 +87,12 @@ impl EmbeddedBroker {
             router: RouterConfig {
                 max_connections: max_connections + 16,
                 max_outgoing_packet_count: 1000,
-                // rumqttd keeps every topic's recent messages in memory, whether or not they
-                // were consumed: bound it to two segments of one packet each per topic. A
-                // subscriber that falls further behind skips ahead; nothing is lost, because
-                // an agent resends every record the hub has not receipted.
-                max_segment_size: max_packet_bytes.max(64 * 1024),
-                max_segment_count: 2,
+                // rumqttd keeps each filter's recent messages in memory, consumed or not, in a
+                // ring of segments: this bounds the broker's memory per filter. A subscriber
+                // that falls further behind skips ahead (the agent resends what the hub did not
+                // receipt, so nothing is lost, but it costs a resend timeout). See hub.toml.
+                max_segment_size: retention.segment_bytes.max(max_packet_bytes),
+                max_segment_count: retention.segments,
                 ..Default::default()
             },
             v4: Some(HashMap::from([("internal".to_owned(), server)])),

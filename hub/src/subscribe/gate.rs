@@ -12,9 +12,12 @@
 //! - SUBSCRIBE: a device may subscribe only to its own `receipts`; a reader to the results tree
 //!   and status topics. Otherwise the gate answers SUBACK failure.
 //!
-//! Everything else, and everything from the broker, passes through unchanged.
+//! Everything else, and everything from the broker, passes through unchanged. With
+//! `tls_cert_file`/`tls_key_file` the listener speaks TLS (rustls) and the checks above run on
+//! the decrypted stream.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +26,7 @@ use rumqttc::{
     check, ConnAck, ConnectReturnCode, Login, PacketType, PubAck, Publish, QoS, SubAck, Subscribe,
     SubscribeReasonCode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn, Instrument};
@@ -46,6 +49,42 @@ pub enum GateError {
     /// No CONNECT in time.
     #[error("no CONNECT within the timeout")]
     ConnectTimeout,
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+}
+
+/// The TLS certificate or key of the device listener could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct TlsSetupError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// A TLS acceptor from a PEM certificate chain and private key.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
+    let err = |path: &Path, problem: String| TlsSetupError {
+        path: path.to_owned(),
+        problem,
+    };
+    let read = |path: &Path| std::fs::read(path).map_err(|e| err(path, e.to_string()));
+    let chain = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(cert, format!("not a PEM certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(err(cert, "no certificate in the file".into()));
+    }
+    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .map_err(|e| err(key, format!("not a PEM private key: {e}")))?
+        .ok_or_else(|| err(key, "no private key in the file".into()))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| err(cert, format!("certificate and key do not go together: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl From<rumqttc::mqttbytes::Error> for GateError {
@@ -58,6 +97,8 @@ impl From<rumqttc::mqttbytes::Error> for GateError {
 pub struct GateContext {
     /// rumqttd's loopback listener.
     pub internal: SocketAddr,
+    /// TLS for device connections (`None`: plain MQTT).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The login rumqttd accepts.
     pub secret: Secret,
     /// Device login verification.
@@ -99,7 +140,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<GateContext>, shutdown: watch::
             async move {
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => {}
-                    r = serve(stream, &ctx) => if let Err(error) = r {
+                    r = accept(stream, &ctx) => if let Err(error) = r {
                         debug!(%error, "Device connection ended.");
                     }
                 }
@@ -110,8 +151,28 @@ pub async fn run(listener: TcpListener, ctx: Arc<GateContext>, shutdown: watch::
     }
 }
 
-async fn serve(mut client: TcpStream, ctx: &GateContext) -> Result<(), GateError> {
+/// TLS handshake where configured, then [`serve`].
+async fn accept(client: TcpStream, ctx: &GateContext) -> Result<(), GateError> {
     client.set_nodelay(true)?;
+    match &ctx.tls {
+        None => serve(client, ctx).await,
+        Some(acceptor) => {
+            let tls = tokio::time::timeout(ctx.connect_timeout, acceptor.accept(client))
+                .await
+                .map_err(|_| GateError::ConnectTimeout)?
+                .map_err(|e| {
+                    metrics::counter!(telemetry::CONNECTS_REFUSED, "code" => "tls").increment(1);
+                    GateError::Tls(e)
+                })?;
+            serve(tls, ctx).await
+        }
+    }
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
+    ctx: &GateContext,
+) -> Result<(), GateError> {
     let mut cbuf = BytesMut::with_capacity(8192);
     let connect = tokio::time::timeout(ctx.connect_timeout, async {
         loop {
@@ -194,8 +255,8 @@ async fn serve(mut client: TcpStream, ctx: &GateContext) -> Result<(), GateError
     relay(client, broker, cbuf, &account, ctx).await
 }
 
-async fn refuse(
-    client: &mut TcpStream,
+async fn refuse<S: AsyncWrite + Unpin>(
+    client: &mut S,
     code: ConnectReturnCode,
     why: &'static str,
 ) -> Result<(), GateError> {
@@ -214,14 +275,14 @@ enum Verdict {
     Answer(BytesMut, Option<Inbound>),
 }
 
-async fn relay(
-    mut client: TcpStream,
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+    client: S,
     mut broker: TcpStream,
     mut cbuf: BytesMut,
     account: &Account,
     ctx: &GateContext,
 ) -> Result<(), GateError> {
-    let (mut cr, mut cw) = client.split();
+    let (mut cr, mut cw) = tokio::io::split(client);
     let (mut br, mut bw) = broker.split();
     let mut bbuf = BytesMut::with_capacity(8192);
     let max = ctx.max_packet_bytes;

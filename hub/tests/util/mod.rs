@@ -268,11 +268,16 @@ pub async fn connect(
     subscribe: &[String],
 ) -> Result<Client, String> {
     let mut o = MqttOptions::new(client_id, host, port);
-    o.set_max_packet_size(2 << 20, 2 << 20)
-        .set_keep_alive(Duration::from_secs(30));
     if let Some((u, p)) = login {
         o.set_credentials(u, p);
     }
+    connect_with(o, subscribe).await
+}
+
+/// As [`connect`], with options the caller prepared (transport, credentials).
+pub async fn connect_with(mut o: MqttOptions, subscribe: &[String]) -> Result<Client, String> {
+    o.set_max_packet_size(2 << 20, 2 << 20)
+        .set_keep_alive(Duration::from_secs(30));
     let (mqtt, mut el) = AsyncClient::new(o, 1024);
     // Wait for the CONNACK.
     let first = tokio::time::timeout(PATIENCE, async {
