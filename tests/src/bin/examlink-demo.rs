@@ -16,6 +16,9 @@ use fleet::feed::{Device, Feed};
 use fleet::procs::{Agent, Hub};
 use fleet::{db, free_port, repo_root, score};
 
+/// The read-only account the printed `mosquitto_sub` line uses.
+const VIEWER: &str = "viewer";
+
 /// One device per layout: (device id, template).
 const DEVICES: &[(&str, &str)] = &[
     ("autoref-01", "autoref_fw2"),
@@ -113,6 +116,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         agents.push(agent);
     }
 
+    // A read-only account for watching the live results (it may publish nothing).
+    let viewer_file = workdir.join("viewer-password");
+    let viewer = match std::fs::read_to_string(&viewer_file) {
+        Ok(p) if !p.trim().is_empty() => p.trim().to_owned(),
+        _ => {
+            let p = hub.add_device(VIEWER, "reader")?;
+            std::fs::write(&viewer_file, &p)?;
+            p
+        }
+    };
+
     hub.proc.start()?;
     wait_for_port(mqtt_port, Duration::from_secs(30))
         .context("waiting for the hub's broker (see var/demo/hub/hub.log)")?;
@@ -122,9 +136,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     println!("examlink demo: hub broker on 127.0.0.1:{mqtt_port}, status page http://127.0.0.1:{http_port}/");
     println!("  records API:   curl 'http://127.0.0.1:{http_port}/api/records?limit=5'");
     println!(
-        "  live results:  mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -i viewer-$$ -u {id} -P \"$(cat {pw})\" -t 'examlink/v1/results/#' -v",
-        id = DEVICES[0].0,
-        pw = workdir.join(DEVICES[0].0).join("password").display()
+        "  live results:  mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -V mqttv311 -i {VIEWER} -u {VIEWER} -P '{viewer}' -t 'examlink/v1/results/#' -v"
     );
     println!(
         "  logs and data: {}   (Ctrl-C stops everything)\n",
