@@ -615,7 +615,10 @@ async fn a_rejection_notice_is_stored_once_and_receipted_so_the_agent_can_retire
         assert_eq!(receipt.record_id, rejection.receipt_id());
         assert_eq!(receipt.outcome, want);
     }
-    assert_eq!(schema.count("SELECT count(*) FROM device_rejections").await, 1);
+    assert_eq!(
+        schema.count("SELECT count(*) FROM device_rejections").await,
+        1
+    );
     assert_eq!(schema.count("SELECT count(*) FROM records").await, 0);
     hub.stop().await;
 }
