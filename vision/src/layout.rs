@@ -162,8 +162,8 @@ pub(crate) struct Variant {
 pub struct Layouts {
     layouts: Vec<LayoutInfo>,
     variants: Vec<Variant>,
-    /// Each layout's template and full-size plate, for exports at an unforeseen scale.
-    sources: Vec<(Template, GrayF32)>,
+    /// Each layout's template and full-size plate (8-bit), for exports at an unforeseen scale.
+    sources: Vec<(Template, image::GrayImage)>,
     thresholds: Thresholds,
 }
 
@@ -179,6 +179,9 @@ impl Layouts {
                 path: t.plate.clone(),
                 source,
             })?;
+            // Kept as 8 bits (what the PNG holds) for the rare scaled export: a quarter of
+            // the memory of the float copy.
+            let luma = plate.to_luma8();
             let plate = GrayF32::from_image(&plate);
             if (plate.width, plate.height) != (t.width, t.height) {
                 return Err(LayoutError::PlateSize {
@@ -196,7 +199,7 @@ impl Layouts {
                 let (w, h) = scaled_size(t, f);
                 variants.push(prepare(t, li, resize_area(&plate, w, h), f, f)?);
             }
-            sources.push((t.clone(), plate));
+            sources.push((t.clone(), luma));
         }
         Ok(Self {
             layouts,
@@ -299,7 +302,8 @@ impl Layouts {
             let (fx, fy) = (w as f32 / t.width as f32, h as f32 / t.height as f32);
             let [lo, hi] = t.variation.scale;
             if hi > lo && (fx - fy).abs() <= 0.01 && fx >= lo - 0.005 && fx <= hi + 0.005 {
-                if let Ok(v) = prepare(t, li, resize_area(plate, w, h), fx, 1.0) {
+                let plate = GrayF32::from_image(&image::DynamicImage::ImageLuma8(plate.clone()));
+                if let Ok(v) = prepare(t, li, resize_area(&plate, w, h), fx, 1.0) {
                     out.push(v);
                 }
             }
@@ -474,11 +478,20 @@ mod tests {
         }
     }
 
+    fn to_luma(p: &GrayF32) -> image::GrayImage {
+        let raw = p
+            .data
+            .iter()
+            .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        image::GrayImage::from_raw(p.width, p.height, raw).unwrap()
+    }
+
     fn layouts(t: &Template, plate: GrayF32) -> Layouts {
         Layouts {
             layouts: vec![info(t)],
             variants: vec![prepare(t, 0, plate.clone(), 1.0, 1.0).unwrap()],
-            sources: vec![(t.clone(), plate)],
+            sources: vec![(t.clone(), to_luma(&plate))],
             thresholds: Thresholds::default(),
         }
     }
