@@ -135,6 +135,19 @@ impl Credentials {
         Ok(Account { device, role })
     }
 
+    /// Whether `account`'s login still holds: the device is not revoked and its password was
+    /// not rotated since `verify` accepted it. `None` when the database cannot tell (an open
+    /// session is then left alone).
+    pub async fn still_valid(&self, account: &Account) -> Option<bool> {
+        let current = self.lookup(&account.device).await.ok()?;
+        let map = self.remembered.lock().expect("credentials lock poisoned");
+        Some(match (current, map.get(&account.device)) {
+            (Some((hash, _)), Some(r)) => r.hash == hash,
+            (Some(_), None) => true,
+            (None, _) => false,
+        })
+    }
+
     async fn lookup(
         &self,
         device: &DeviceId,

@@ -157,6 +157,8 @@ pub struct EmbeddedConfig {
     pub connect_timeout_ms: u64,
     /// Most device connections.
     pub max_connections: usize,
+    /// How often an open device session's login is checked again, in seconds.
+    pub recheck_login_secs: u64,
     /// Bytes per in-memory segment of each topic in the embedded broker.
     pub retention_segment_bytes: usize,
     /// Segments kept per topic (the oldest is dropped when a new one starts).
@@ -365,6 +367,12 @@ impl HubConfig {
             return Err(invalid("load.url", "not a PostgreSQL connection string"));
         }
         let em = &self.subscribe.embedded;
+        if em.recheck_login_secs == 0 {
+            return Err(invalid(
+                "subscribe.embedded.recheck_login_secs",
+                "must be at least 1",
+            ));
+        }
         if em.retention_segments < 2 || em.retention_segment_bytes < self.subscribe.max_packet_bytes
         {
             return Err(invalid(

@@ -215,6 +215,7 @@ impl Hub {
                 let ctx = Arc::new(GateContext {
                     internal: b.internal_addr(),
                     tls: self.tls.clone(),
+                    recheck_login: Duration::from_secs(e.recheck_login_secs),
                     secret: b.secret().clone(),
                     credentials: Arc::new(auth::Credentials::new(db.clone())),
                     refused: records_tx.clone(),

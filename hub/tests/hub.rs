@@ -622,3 +622,47 @@ async fn a_rejection_notice_is_stored_once_and_receipted_so_the_agent_can_retire
     assert_eq!(schema.count("SELECT count(*) FROM records").await, 0);
     hub.stop().await;
 }
+
+// See: #5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_device_closes_its_open_session() {
+    let schema = TestSchema::new("revoke");
+    schema.migrate().await;
+    let pw = schema.add_device("autoref-01", "autoref").await;
+    let hub = TestHub::start_with(&schema, BrokerMode::Embedded, "unused", |c| {
+        c.subscribe.embedded.recheck_login_secs = 1;
+    })
+    .await;
+    let mut d = device(&hub, "autoref-01", &pw).await;
+    let r = testkit::record(&dev("autoref-01"), 1);
+    d.publish_record(&r).await;
+    assert_eq!(d.receipt().await.outcome, ReceiptOutcome::Stored);
+
+    hub::auth::revoke_device(&schema.client().await, &dev("autoref-01"))
+        .await
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..50 {
+        let (_, metrics) = hub.get("/metrics").await;
+        if metrics.contains("code=\"revoked\"") {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        closed,
+        "the open session was not closed after the revocation"
+    );
+    let addr = hub.mqtt.unwrap();
+    let again = connect(
+        "127.0.0.1",
+        addr.port(),
+        "autoref-01",
+        Some(("autoref-01", &pw)),
+        &[],
+    )
+    .await;
+    assert!(again.is_err(), "a revoked device must not log in again");
+    hub.stop().await;
+}

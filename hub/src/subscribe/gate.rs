@@ -12,6 +12,9 @@
 //! - SUBSCRIBE: a device may subscribe only to its own `receipts`; a reader to the results tree
 //!   and status topics. Otherwise the gate answers SUBACK failure.
 //!
+//! An open session's login is checked again every `recheck_login_secs`: a device revoked or
+//! rotated meanwhile is disconnected (its next CONNECT needs the new password).
+//!
 //! Everything else, and everything from the broker, passes through unchanged. With
 //! `tls_cert_file`/`tls_key_file` the listener speaks TLS (rustls) and the checks above run on
 //! the decrypted stream.
@@ -97,6 +100,8 @@ impl From<rumqttc::mqttbytes::Error> for GateError {
 pub struct GateContext {
     /// rumqttd's loopback listener.
     pub internal: SocketAddr,
+    /// How often an open session's login is checked again (revoked or rotated: closed).
+    pub recheck_login: Duration,
     /// TLS for device connections (`None`: plain MQTT).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The login rumqttd accepts.
@@ -286,6 +291,8 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut br, mut bw) = broker.split();
     let mut bbuf = BytesMut::with_capacity(8192);
     let max = ctx.max_packet_bytes;
+    let mut recheck = tokio::time::interval(ctx.recheck_login);
+    recheck.tick().await;
     loop {
         // Device → broker: forward allowed packets as one write, answer refused ones.
         let mut to_broker = BytesMut::new();
@@ -331,6 +338,13 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             n = cr.read_buf(&mut cbuf) => if n? == 0 { return Ok(()) },
             n = br.read_buf(&mut bbuf) => if n? == 0 { return Ok(()) },
+            _ = recheck.tick() => {
+                if ctx.credentials.still_valid(account).await == Some(false) {
+                    warn!("Login revoked or rotated; closing the session.");
+                    metrics::counter!(telemetry::CONNECTS_REFUSED, "code" => "revoked").increment(1);
+                    return Ok(());
+                }
+            }
         }
     }
 }
