@@ -10,14 +10,13 @@
 //!
 //! Pure: no I/O; [`run`] only moves messages between the stage's channels.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use record::rules::Seen;
 use record::topic::DeviceTopic;
-use record::{CodecError, DeviceId, FieldStatus, Record, RecordId, Template, TemplateSet};
+use record::{CodecError, DeviceId, Record, RecordId, Template, TemplateSet};
 use tokio::sync::mpsc;
 
 use crate::config::ValidateConfig;
@@ -254,18 +253,7 @@ impl Validator {
 }
 
 fn check_rules(r: &Record, t: &Template) -> Result<(), Fail> {
-    let seen: BTreeMap<String, Seen> = r
-        .fields
-        .iter()
-        .map(|f| {
-            let s = match f.status {
-                FieldStatus::Ok => Seen::Present(f.number),
-                FieldStatus::Absent => Seen::Absent,
-                _ => Seen::Unknown,
-            };
-            (f.name.clone(), s)
-        })
-        .collect();
+    let seen = Seen::of_fields(&r.fields);
     match t.rules.iter().find_map(|rule| rule.check(&seen)) {
         Some(v) => Err(Fail(
             "rule",

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::{Field, FieldStatus};
+
 /// One cross-field rule, as written in a template's `[[rules]]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -76,6 +78,26 @@ pub enum Seen {
     Present(Option<f64>),
     /// Not known (unreadable or invalid): rules involving it are skipped.
     Unknown,
+}
+
+impl Seen {
+    /// What the rules see of a field with `status`: ok fields are present (with their number),
+    /// absent ones absent, unreadable or invalid ones unknown.
+    pub fn of(status: FieldStatus, number: Option<f64>) -> Self {
+        match status {
+            FieldStatus::Ok => Seen::Present(number),
+            FieldStatus::Absent => Seen::Absent,
+            _ => Seen::Unknown,
+        }
+    }
+
+    /// The rules' view of a record's fields, by name (what [`Rule::check`] takes).
+    pub fn of_fields(fields: &[Field]) -> BTreeMap<String, Seen> {
+        fields
+            .iter()
+            .map(|f| (f.name.clone(), Seen::of(f.status, f.number)))
+            .collect()
+    }
 }
 
 impl Rule {

@@ -12,8 +12,6 @@
 //! value when the text had the right shape. `raw` keeps the text as read whenever it differs
 //! from the value or the field is not ok, so a reviewer sees the reader's best guess.
 
-use std::collections::BTreeMap;
-
 use record::rules::Seen;
 use record::{Field, FieldStatus, Template};
 
@@ -104,17 +102,7 @@ pub fn decide(
 /// Applies the template's cross-field rules: every field of a violated rule that is `ok` or
 /// `absent` becomes `invalid` with the rule's reason.
 pub fn apply_rules(template: &Template, fields: &mut [Field]) {
-    let seen: BTreeMap<String, Seen> = fields
-        .iter()
-        .map(|f| {
-            let s = match f.status {
-                FieldStatus::Ok => Seen::Present(f.number),
-                FieldStatus::Absent => Seen::Absent,
-                _ => Seen::Unknown,
-            };
-            (f.name.clone(), s)
-        })
-        .collect();
+    let seen = Seen::of_fields(fields);
     for rule in &template.rules {
         let Some(v) = rule.check(&seen) else { continue };
         for f in fields.iter_mut().filter(|f| v.fields.contains(&f.name)) {

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::HubConfig;
 use crate::testkit;
+use record::FieldStatus;
 
 fn validator() -> Validator {
     Validator::new(
