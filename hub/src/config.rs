@@ -163,6 +163,10 @@ pub struct EmbeddedConfig {
     pub retention_segment_bytes: usize,
     /// Segments kept per topic (the oldest is dropped when a new one starts).
     pub retention_segments: usize,
+    /// Bytes the embedded broker keeps per live-results subscription filter.
+    pub results_retention_bytes: usize,
+    /// Bytes it keeps per other topic filter: each device's receipts.
+    pub receipts_retention_bytes: usize,
     /// TLS certificate chain (PEM) of the device listener; with `tls_key_file` the listener
     /// speaks TLS only (devices use `mqtts://`).
     #[serde(default)]
@@ -380,6 +384,18 @@ impl HubConfig {
                 "need at least 2 segments of at least subscribe.max_packet_bytes each",
             ));
         }
+        if em.results_retention_bytes < 2 * self.subscribe.max_packet_bytes {
+            return Err(invalid(
+                "subscribe.embedded.results_retention_bytes",
+                "must hold at least two packets of subscribe.max_packet_bytes",
+            ));
+        }
+        if em.receipts_retention_bytes < 16 * 1024 {
+            return Err(invalid(
+                "subscribe.embedded.receipts_retention_bytes",
+                "must be at least 16384 (a burst of receipts must fit)",
+            ));
+        }
         if em.tls_cert_file.is_some() != em.tls_key_file.is_some() {
             return Err(invalid(
                 "subscribe.embedded.tls_cert_file",
@@ -455,6 +471,18 @@ mod tests {
             err.to_string().starts_with("validate.max_payload_bytes"),
             "{err}"
         );
+        for (key, value) in [
+            ("receipts_retention_bytes", "1000"),
+            ("results_retention_bytes", "1048576"),
+        ] {
+            let toml = format!("[subscribe.embedded]\n{key} = {value}");
+            let err = HubConfig::from_toml_str("t", &toml).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("subscribe.embedded.{key}")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

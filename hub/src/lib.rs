@@ -178,6 +178,8 @@ impl Hub {
                 let retention = subscribe::embedded::Retention {
                     segment_bytes: e.retention_segment_bytes,
                     segments: e.retention_segments,
+                    results_bytes: e.results_retention_bytes,
+                    other_bytes: e.receipts_retention_bytes,
                 };
                 let b = EmbeddedBroker::start(e.max_connections, max_packet, retention).await?;
                 (b.endpoint(max_packet), external::filters(None), Some(b))
@@ -188,11 +190,18 @@ impl Hub {
         let validate = tokio::spawn(validate::run(validator, records_rx, checked_tx));
         let loader = Loader::new(self.target.clone(), c.load.clone(), reject_cap);
         let load = tokio::spawn(loader.run(checked_rx, outcomes_tx, stop.clone()));
-        let publisher = Publisher::new(&endpoint);
-        let republish = tokio::spawn(republish::run(publisher.client(), outcomes_rx));
-        let status_receipts = publisher.client();
+        let receipts = Publisher::new(&endpoint, "pub");
+        let results = Publisher::new(&endpoint, "res");
+        let republish = tokio::spawn(republish::run(
+            receipts.client(),
+            results.client(),
+            outcomes_rx,
+        ));
+        let status_receipts = receipts.client();
         let (force_tx, force) = watch::channel(false);
-        let publish = tokio::spawn(publisher.run(force));
+        let publish = tokio::spawn(async move {
+            tokio::join!(receipts.run(force.clone()), results.run(force));
+        });
         let status = tokio::spawn(status::run(
             db.clone(),
             status_receipts,

@@ -1,6 +1,7 @@
 //! republish: after COMMIT, tell each device what happened to its record (its receipts topic)
 //! and publish each newly stored record, as validated JSON, on the live results tree
-//! (`examlink/v1/results/<device_type>/<device_id>`, schema in `hub/schema/`). Both QoS 1.
+//! (`examlink/v1/results/<device_type>/<device_id>`, schema in `hub/schema/`). Both QoS 1,
+//! each on its own connection.
 //!
 //! A receipt lost here (broker gone) is not a loss: the agent resends the record and gets a
 //! Duplicate receipt.
@@ -13,13 +14,13 @@ use tracing::{debug, warn};
 use crate::load::Outcome;
 use crate::telemetry;
 
-/// Publishes every outcome from `rx` until it closes, then disconnects `client` (after the
-/// publishes queued before).
-pub async fn run(client: AsyncClient, mut rx: mpsc::Receiver<Outcome>) {
+/// Publishes every outcome from `rx` until it closes: receipts on `receipts`, results on
+/// `results`. Then disconnects both (after the publishes queued before).
+pub async fn run(receipts: AsyncClient, results: AsyncClient, mut rx: mpsc::Receiver<Outcome>) {
     while let Some(o) = rx.recv().await {
         if let (Some(device), Some(receipt)) = (&o.device, &o.receipt) {
             let topic = DeviceTopic::Receipts.topic(device);
-            if let Err(error) = client
+            if let Err(error) = receipts
                 .publish(topic, QoS::AtLeastOnce, false, record::encode(receipt))
                 .await
             {
@@ -29,7 +30,7 @@ pub async fn run(client: AsyncClient, mut rx: mpsc::Receiver<Outcome>) {
             metrics::counter!(telemetry::RECEIPTS_SENT).increment(1);
         }
         if let Some((topic, payload)) = o.result {
-            if let Err(error) = client
+            if let Err(error) = results
                 .publish_bytes(topic, QoS::AtLeastOnce, false, payload)
                 .await
             {
@@ -39,8 +40,10 @@ pub async fn run(client: AsyncClient, mut rx: mpsc::Receiver<Outcome>) {
             metrics::counter!(telemetry::RESULTS_PUBLISHED).increment(1);
         }
     }
-    if client.disconnect().await.is_err() {
-        debug!("Publisher already gone at shutdown.");
+    for client in [receipts, results] {
+        if client.disconnect().await.is_err() {
+            debug!("Publisher already gone at shutdown.");
+        }
     }
 }
 

@@ -32,7 +32,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             max_bytes: 2 * 1024 * 1024 * 1024,
-            window: 1000,
+            window: 256,
             resend_after_secs: 60,
         }
     }

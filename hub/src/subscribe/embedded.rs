@@ -5,6 +5,23 @@
 //! own clients ([`crate::subscribe::mqtt`]) use the secret too.
 //!
 //! rumqttd has no stop; its threads end with the process.
+//!
+//! # Memory
+//!
+//! rumqttd keeps each subscription filter's recent messages in a ring of in-memory segments,
+//! read or not, and a kept message holds on to the whole network read buffer it arrived in
+//! (8 KiB, shared with its neighbours on the same connection). So the broker's memory is set
+//! by [`Retention`], per kind of filter:
+//!
+//! - the filters the hub reads (every device's records, rejections and status): large, because
+//!   they must hold what the fleet sends ahead of its receipts;
+//! - the live results tree: one ring per subscriber filter, for the live readers;
+//! - everything else, in practice each device's receipts topic: small. Receipts are read as
+//!   they come, but the ring of an idle device keeps its last receipts for good, so its size
+//!   multiplies by the fleet. Receipts go out on their own connection (not the results'), so
+//!   the buffers a kept receipt holds on to hold receipts only.
+//!
+//! Topics nobody subscribes to are not kept at all.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -13,7 +30,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use rand::RngCore;
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use record::topic::{self, DeviceTopic};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 
 use crate::config::Secret;
 use crate::subscribe::mqtt::Endpoint;
@@ -44,10 +62,42 @@ pub struct EmbeddedBroker {
 /// How much of each subscription filter's stream the embedded broker keeps in memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    /// Bytes per segment (at least one packet).
+    /// Bytes per segment of the filters the hub reads (at least one packet).
     pub segment_bytes: usize,
-    /// Segments per topic.
+    /// Segments of the filters the hub reads.
     pub segments: usize,
+    /// Bytes kept per live-results filter (two segments).
+    pub results_bytes: usize,
+    /// Bytes kept per other filter, such as a device's receipts (two segments).
+    pub other_bytes: usize,
+}
+
+impl Retention {
+    /// rumqttd's default (every other filter) and its overrides, by filter pattern.
+    fn router(&self, max_packet_bytes: usize) -> (SegmentConfig, HashMap<String, SegmentConfig>) {
+        let halves = |bytes: usize| SegmentConfig {
+            // rumqttd refuses segments under 1 KiB.
+            max_segment_size: (bytes / 2).max(1024),
+            max_segment_count: 2,
+        };
+        let hub_reads = SegmentConfig {
+            max_segment_size: self.segment_bytes.max(max_packet_bytes),
+            max_segment_count: self.segments,
+        };
+        let mut custom: HashMap<String, SegmentConfig> = [
+            DeviceTopic::Records,
+            DeviceTopic::Rejections,
+            DeviceTopic::Status,
+        ]
+        .into_iter()
+        .map(|t| (t.filter_all(), hub_reads.clone()))
+        .collect();
+        custom.insert(
+            format!("{}/{}/#", topic::ROOT, topic::RESULTS),
+            halves(self.results_bytes),
+        );
+        (halves(self.other_bytes), custom)
+    }
 }
 
 impl EmbeddedBroker {
@@ -82,17 +132,18 @@ impl EmbeddedBroker {
                 dynamic_filters: true,
             },
         };
+        // A subscriber that falls further behind than its filter's ring skips ahead (the agent
+        // resends what the hub did not receipt, so nothing is lost, but it costs a resend
+        // timeout). See the module's notes on memory, and hub.toml.
+        let (other, custom) = retention.router(max_packet_bytes);
         let config = Config {
             id: 0,
             router: RouterConfig {
                 max_connections: max_connections + 16,
                 max_outgoing_packet_count: 1000,
-                // rumqttd keeps each filter's recent messages in memory, consumed or not, in a
-                // ring of segments: this bounds the broker's memory per filter. A subscriber
-                // that falls further behind skips ahead (the agent resends what the hub did not
-                // receipt, so nothing is lost, but it costs a resend timeout). See hub.toml.
-                max_segment_size: retention.segment_bytes.max(max_packet_bytes),
-                max_segment_count: retention.segments,
+                max_segment_size: other.max_segment_size,
+                max_segment_count: other.max_segment_count,
+                custom_segment: Some(custom),
                 ..Default::default()
             },
             v4: Some(HashMap::from([("internal".to_owned(), server)])),
@@ -146,4 +197,58 @@ impl EmbeddedBroker {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ring rumqttd gives a filter: the override whose pattern matches it (by rumqttd's own
+    /// matcher), else the default.
+    fn ring(filter: &str, retention: &Retention) -> (usize, usize) {
+        let (default, custom) = retention.router(1 << 20);
+        let chosen: Vec<&SegmentConfig> = custom
+            .iter()
+            .filter(|(pattern, _)| rumqttd::protocol::matches(filter, pattern))
+            .map(|(_, c)| c)
+            .collect();
+        // rumqttd takes the last match in hash order: overlapping patterns would be a lottery.
+        assert!(chosen.len() <= 1, "{filter} matches several overrides");
+        let c = chosen.first().copied().unwrap_or(&default);
+        (c.max_segment_size, c.max_segment_count)
+    }
+
+    #[test]
+    fn each_kind_of_filter_gets_its_own_ring() {
+        let r = Retention {
+            segment_bytes: 16 << 20,
+            segments: 4,
+            results_bytes: 8 << 20,
+            other_bytes: 256 << 10,
+        };
+        let d = record::DeviceId::new("autoref-01").unwrap();
+        for t in [
+            DeviceTopic::Records,
+            DeviceTopic::Rejections,
+            DeviceTopic::Status,
+        ] {
+            assert_eq!(ring(&t.filter_all(), &r), (16 << 20, 4), "{t:?}");
+        }
+        for results in [
+            "examlink/v1/results/#".to_owned(),
+            "examlink/v1/results/+/+".to_owned(),
+            topic::results_topic("autoref", &d),
+        ] {
+            assert_eq!(ring(&results, &r), (4 << 20, 2), "{results}");
+        }
+        // Each device's receipts: small, as the fleet multiplies it.
+        let receipts = DeviceTopic::Receipts.topic(&d);
+        assert_eq!(ring(&receipts, &r), (128 << 10, 2));
+        // A segment is never under rumqttd's 1 KiB floor.
+        let tiny = Retention {
+            other_bytes: 100,
+            ..r
+        };
+        assert_eq!(ring(&receipts, &tiny), (1024, 2));
+    }
 }

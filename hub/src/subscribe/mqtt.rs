@@ -1,9 +1,10 @@
 //! The hub's own MQTT connections, the same in both modes: a [`Subscriber`] that takes device
-//! messages off the broker, and a [`Publisher`] that sends receipts and results.
+//! messages off the broker, and [`Publisher`]s that send receipts and results.
 //!
-//! They are two connections on purpose: the subscriber blocks on the pipeline's bounded
+//! They are separate connections on purpose: the subscriber blocks on the pipeline's bounded
 //! channels (that is the backpressure), and a publisher sharing its event loop would then
-//! stall the receipts that drain the pipeline.
+//! stall the receipts that drain the pipeline. Receipts and results use a publisher each (see
+//! [`crate::subscribe::embedded`] for why that bounds the embedded broker's memory).
 
 use std::time::Duration;
 
@@ -156,9 +157,10 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher for `endpoint`.
-    pub fn new(endpoint: &Endpoint) -> Self {
-        let (client, eventloop) = AsyncClient::new(endpoint.options("pub"), 1024);
+    /// A publisher for `endpoint`; `suffix` tells its client id apart from the hub's other
+    /// connections.
+    pub fn new(endpoint: &Endpoint, suffix: &str) -> Self {
+        let (client, eventloop) = AsyncClient::new(endpoint.options(suffix), 1024);
         Self { client, eventloop }
     }
 
