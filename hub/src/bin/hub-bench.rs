@@ -8,6 +8,10 @@
 //! 3. Latency at `--rate` records/s: publish → receipt p50 and p99.
 //! 4. The hub process's peak RSS.
 //!
+//! With `--external HOST:PORT` the hub runs in external-broker mode (a shared subscription on
+//! that broker, e.g. Mosquitto) and the devices publish to that broker, so the broker's memory
+//! is outside the hub's RSS.
+//!
 //! Usage: `cargo build -p hub --bins && /var/tmp/examlink-target/debug/hub-bench`.
 
 use std::collections::HashMap;
@@ -45,6 +49,9 @@ struct Args {
     /// PostgreSQL connection string.
     #[arg(long, default_value = "host=127.0.0.1 user=postgres dbname=postgres")]
     pg: String,
+    /// An external broker (HOST:PORT) instead of the embedded one.
+    #[arg(long)]
+    external: Option<String>,
 }
 
 type Receipts = mpsc::UnboundedReceiver<(Receipt, Instant)>;
@@ -122,15 +129,40 @@ async fn bench(args: &Args, schema: &str) -> anyhow::Result<()> {
     let templates = tempfile::tempdir()?;
     testkit::write_templates(templates.path())?;
     let etc = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let (host, port, subscribe) = match &args.external {
+        Some(addr) => {
+            let (host, port) = addr
+                .rsplit_once(':')
+                .context("--external wants HOST:PORT")?;
+            let port: u16 = port.parse().context("--external port")?;
+            let toml = format!(
+                "[subscribe]\nmode = \"external\"\n[subscribe.external]\nhost = {host:?}\n\
+                 port = {port}\nshare_group = \"{schema}\"\n"
+            );
+            (host.to_owned(), port, toml)
+        }
+        None => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let toml = format!("[subscribe.embedded]\nlisten = \"127.0.0.1:{port}\"\n");
+            ("127.0.0.1".to_owned(), port, toml)
+        }
+    };
+    println!(
+        "broker: {}",
+        match &args.external {
+            Some(a) => format!("external at {a} (its memory is not in the hub's RSS)"),
+            None => "embedded (rumqttd in the hub process)".to_owned(),
+        }
+    );
+    let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let config = etc.path().join("hub.toml");
     std::fs::write(
         &config,
         format!(
-            "templates_dir = {:?}\n[subscribe.embedded]\nlisten = \"127.0.0.1:{port}\"\n\
-             [load]\nurl = {:?}\nschema = \"{schema}\"\n[http]\nlisten = \"\"\n",
+            "templates_dir = {:?}\n{subscribe}[load]\nurl = {:?}\nschema = \"{schema}\"\n\
+             [http]\nlisten = \"{http}\"\n",
             templates.path(),
             args.pg
         ),
@@ -154,9 +186,19 @@ async fn bench(args: &Args, schema: &str) -> anyhow::Result<()> {
             }
         })
     };
+    // The hub serves HTTP once it is subscribed: with an external broker, records published
+    // before that would have no subscriber.
+    let up = Instant::now();
+    while !healthy(http).await {
+        ensure!(
+            up.elapsed() < Duration::from_secs(60),
+            "hub not healthy within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut clients = Vec::new();
     for d in &devs {
-        clients.push(connect(port, d, &passwords[d]).await?);
+        clients.push(connect(&host, port, d, &passwords[d]).await?);
     }
 
     // 2. Sustained throughput.
@@ -286,11 +328,12 @@ async fn outbox(
 }
 
 async fn connect(
+    host: &str,
     port: u16,
     d: &DeviceId,
     password: &str,
 ) -> anyhow::Result<(AsyncClient, Receipts)> {
-    let mut o = MqttOptions::new(d.as_str(), "127.0.0.1", port);
+    let mut o = MqttOptions::new(d.as_str(), host, port);
     o.set_credentials(d.as_str(), password)
         .set_max_packet_size(1 << 20, 1 << 20)
         .set_keep_alive(Duration::from_secs(60))
@@ -419,6 +462,18 @@ async fn copy_chunk(c: &mut tokio_postgres::Client, chunk: &[Record]) -> anyhow:
     w.finish().await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// `GET /healthz` answers 200.
+async fn healthy(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let mut answer = Vec::new();
+    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.is_ok()
+        && s.read_to_end(&mut answer).await.is_ok()
+        && answer.starts_with(b"HTTP/1.0 200") | answer.starts_with(b"HTTP/1.1 200")
 }
 
 fn rss_kib(pid: u32) -> u64 {
