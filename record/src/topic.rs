@@ -67,6 +67,11 @@ pub fn results_topic(device_type: &str, device: &DeviceId) -> String {
     format!("{ROOT}/{RESULTS}/{device_type}/{device}")
 }
 
+/// The filter matching the live results of every device.
+pub fn results_filter_all() -> String {
+    format!("{ROOT}/{RESULTS}/#")
+}
+
 /// Splits a device topic into its device id and kind; `None` for anything else.
 pub fn parse_device_topic(topic: &str) -> Option<(DeviceId, DeviceTopic)> {
     let rest = topic.strip_prefix(ROOT)?.strip_prefix('/')?;

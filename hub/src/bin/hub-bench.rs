@@ -129,7 +129,7 @@ async fn bench(args: &Args, schema: &str) -> anyhow::Result<()> {
     let templates = tempfile::tempdir()?;
     testkit::write_templates(templates.path())?;
     let etc = tempfile::tempdir()?;
-    let (host, port, subscribe) = match &args.external {
+    let (host, port, subscribe, broker) = match &args.external {
         Some(addr) => {
             let (host, port) = addr
                 .rsplit_once(':')
@@ -139,23 +139,19 @@ async fn bench(args: &Args, schema: &str) -> anyhow::Result<()> {
                 "[subscribe]\nmode = \"external\"\n[subscribe.external]\nhost = {host:?}\n\
                  port = {port}\nshare_group = \"{schema}\"\n"
             );
-            (host.to_owned(), port, toml)
+            let broker = format!("external at {addr} (its memory is not in the hub's RSS)");
+            (host.to_owned(), port, toml, broker)
         }
         None => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port();
             let toml = format!("[subscribe.embedded]\nlisten = \"127.0.0.1:{port}\"\n");
-            ("127.0.0.1".to_owned(), port, toml)
+            let broker = "embedded (rumqttd in the hub process)".to_owned();
+            ("127.0.0.1".to_owned(), port, toml, broker)
         }
     };
-    println!(
-        "broker: {}",
-        match &args.external {
-            Some(a) => format!("external at {a} (its memory is not in the hub's RSS)"),
-            None => "embedded (rumqttd in the hub process)".to_owned(),
-        }
-    );
+    println!("broker: {broker}");
     let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let config = etc.path().join("hub.toml");
     std::fs::write(

@@ -92,10 +92,7 @@ impl Retention {
         .into_iter()
         .map(|t| (t.filter_all(), hub_reads.clone()))
         .collect();
-        custom.insert(
-            format!("{}/{}/#", topic::ROOT, topic::RESULTS),
-            halves(self.results_bytes),
-        );
+        custom.insert(topic::results_filter_all(), halves(self.results_bytes));
         (halves(self.other_bytes), custom)
     }
 }
