@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::ingest::IngestConfig;
 use crate::outbox::{DeliveryConfig, OutboxConfig};
 use crate::publish::{MqttSettings, PublishConfig};
-use crate::record::QuarantineConfig;
+use crate::assemble::QuarantineConfig;
 use crate::telemetry::TelemetryConfig;
 
 /// The default configuration file, with comments.

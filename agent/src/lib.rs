@@ -4,7 +4,7 @@
 //! Stages, in data-flow order:
 //! - [`ingest`]: watch export folders, take complete files, digest, skip what was taken.
 //! - [`recognize`]: identify layout → align → crop → model → decode → validate.
-//! - [`record`]: build the record-crate `Record` (with review crops for doubtful fields), or
+//! - [`assemble`]: build the record-crate `Record` (with review crops for doubtful fields), or
 //!   quarantine the file and build a `Rejection`; runs recognition on a bounded worker pool.
 //! - [`outbox`]: durable queue; a record leaves only on the hub's receipt.
 //! - [`publish`]: MQTT to the hub, resend until receipted, status and last will.
@@ -13,15 +13,16 @@
 //! channels; `main.rs` only parses the command line, installs tracing, loads the configuration
 //! and calls [`run`].
 
+pub mod assemble;
 pub mod config;
 pub mod ingest;
 pub mod outbox;
 pub mod publish;
 pub mod recognize;
-pub mod record;
 pub mod telemetry;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -31,7 +32,7 @@ use crate::config::Settings;
 use crate::ingest::{Claims, Ingest};
 use crate::outbox::{OutboxStage, Store};
 use crate::publish::Publisher;
-use crate::record::stage::{RecordSettings, RecordStage};
+use crate::assemble::stage::{AssembleSettings, AssembleStage, RecognizeFn};
 use crate::telemetry::Health;
 
 /// This agent's version (reported in records and status messages).
@@ -54,10 +55,15 @@ pub enum RunError {
     Publish(#[from] publish::PublishError),
     /// The recognizer (templates or model) could not be loaded.
     #[error("loading the recognizer: {0}")]
-    Recognizer(String),
+    Recognizer(#[from] recognize::LoadError),
     /// A stage task died (a bug).
-    #[error("stage task failed: {0}")]
-    Task(String),
+    #[error("{stage} task failed: {source}")]
+    Task {
+        /// Which task.
+        stage: &'static str,
+        /// How it died.
+        source: tokio::task::JoinError,
+    },
     /// The metrics listener could not be started.
     #[error("metrics listener on {addr}: {source}")]
     Metrics {
@@ -88,10 +94,19 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     );
     let recognize = {
         let settings = settings.clone();
-        tokio::task::spawn_blocking(move || record::recognizer::load(&settings))
+        let recognizer = tokio::task::spawn_blocking(move || recognize::load::from_settings(&settings))
             .await
-            .map_err(|e| RunError::Task(format!("loading the recognizer: {e}")))?
-            .map_err(RunError::Recognizer)?
+            .map_err(|source| RunError::Task {
+                stage: "recognizer loading",
+                source,
+            })??;
+        let call: Arc<RecognizeFn> = Arc::new(move |bytes: &[u8], name: &str| {
+            recognizer
+                .recognize(bytes, name)
+                .map(Into::into)
+                .map_err(Into::into)
+        });
+        call
     };
     let health = Health::default();
     let claims = Claims::default();
@@ -113,8 +128,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         claims.clone(),
         health.clone(),
     );
-    let record_stage = RecordStage::new(
-        RecordSettings {
+    let assemble = AssembleStage::new(
+        AssembleSettings {
             device: settings.device.clone(),
             workers,
             max_file_bytes: settings.ingest.max_file_bytes,
@@ -136,7 +151,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 
     let mut stages = tokio::task::JoinSet::new();
     stages.spawn(ingest.run(taken_tx, stop_signal(&stop_rx)));
-    stages.spawn(record_stage.run(taken_rx, out_tx, stop_signal(&stop_rx)));
+    stages.spawn(assemble.run(taken_rx, out_tx, stop_signal(&stop_rx)));
     stages.spawn(outbox_stage.run(out_rx, stop_signal(&stop_rx)));
     let mut publish = tokio::spawn(publisher.run(stop_signal(&stop_rx)));
 
@@ -151,7 +166,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                 error!(error = %e, "Publisher failed; stopping.");
                 Err(RunError::Publish(e))
             }
-            Err(e) => Err(RunError::Task(format!("publish: {e}"))),
+            Err(source) => Err(RunError::Task {
+                stage: "publish",
+                source,
+            }),
         },
     };
     let _sent = stop_tx.send(true);

@@ -1,6 +1,7 @@
 //! The committed reader on real sample exports: one labelled export of every layout is aligned
 //! and cropped by the recognizer's own code (`dump_sample_crops`), then read with each field's
 //! grammar constraint. Every field must read exactly, with a high confidence.
+//! A missing samples folder fails the test unless `EXAMLINK_ALLOW_SKIP=1` (see `sim::samples`).
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +15,9 @@ fn repo() -> PathBuf {
 
 #[test]
 fn reads_one_real_export_of_every_layout() {
-    let samples = repo().join("../shared/devices");
-    if !samples.is_dir() {
-        eprintln!("no shared/devices beside the checkout: skipped");
+    let Some(samples) = sim::samples::required("reads_one_real_export_of_every_layout") else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let picked = tmp.path().join("samples");
     std::fs::create_dir_all(&picked).unwrap();

@@ -8,7 +8,8 @@
 //! Targets: accuracy ≥ 99.9 %, silent ≤ 0.05 %, review_hard ≤ 1 %, every sample routed to its
 //! own template. Also prints how the confidence of wrong readings compares with the threshold.
 //! `EXAMLINK_PREDS=FILE` writes the `agent recognize` JSON lines, for `score.py`.
-//! Skipped, with a message, when the samples or the model are absent.
+//! Fails when the samples or the committed model are absent, unless `EXAMLINK_ALLOW_SKIP=1`
+//! (then it prints `SKIPPED`); see `sim::samples`.
 
 mod recognize_common;
 
@@ -34,12 +35,16 @@ struct Tally {
 
 #[test]
 fn golden_accuracy_on_the_shared_samples() {
-    let Some(dir) = common::samples_dir() else {
+    const TEST: &str = "golden_accuracy_on_the_shared_samples";
+    let Some(dir) = common::samples_dir(TEST) else {
         return;
     };
     let models = common::root().join("models");
     if !models.join("model.json").is_file() {
-        eprintln!("SKIPPED: no committed model in {}", models.display());
+        sim::samples::skip_or_fail(
+            TEST,
+            &format!("no committed model in {}", models.display()),
+        );
         return;
     }
     let recognizer = load(&common::root().join("templates"), &models).expect("recognizer loads");

@@ -11,6 +11,8 @@
 //! - [`encode`]: the export file (PNG colour types, JPEG, BMP) beside its label JSON.
 //! - [`crops`]: recognizer training crops through `vision::normalise_crop`.
 //! - [`overlay`]: anchor and field boxes drawn over an export, aligned by a shift estimate.
+//!
+//! Plus [`samples`]: where the shared labelled sample exports are, for every test and tool.
 #![deny(missing_docs)]
 // Pixel code indexes colour channels and kernel taps by position on purpose.
 #![allow(clippy::needless_range_loop, clippy::type_complexity)]
@@ -24,6 +26,7 @@ pub mod hint;
 pub mod overlay;
 pub mod printed;
 pub mod render;
+pub mod samples;
 pub mod text;
 pub mod values;
 

@@ -13,15 +13,18 @@ use vision::GrayF32;
 
 #[test]
 fn synthetic_field_boxes_match_the_samples() {
-    let Some(samples) = util::samples() else {
+    let Some(samples) = util::samples("synthetic_field_boxes_match_the_samples") else {
         return;
     };
     let (set, fonts) = util::templates();
     let sim = Simulator::new(&set, &fonts).expect("simulator");
     let mut rng = rand::rngs::mock::StepRng::new(0, 1);
+    // Templates no sample was compared against: a folder without them must not pass.
+    let mut uncompared = Vec::new();
     for p in sim.templates() {
         let t = &p.template;
         let Some(list) = samples.get(&t.id) else {
+            uncompared.push(t.id.clone());
             continue;
         };
         let plate = GrayF32::from_image(&image::DynamicImage::ImageRgb8(p.plate.clone()));
@@ -64,6 +67,7 @@ fn synthetic_field_boxes_match_the_samples() {
             }
         }
         if n == 0 {
+            uncompared.push(t.id.clone());
             continue;
         }
         let (with, without) = (with / n as f64, without / n as f64);
@@ -79,4 +83,8 @@ fn synthetic_field_boxes_match_the_samples() {
             );
         }
     }
+    assert!(
+        uncompared.is_empty(),
+        "no sample of the template's size to compare with: {uncompared:?}"
+    );
 }

@@ -96,7 +96,7 @@ fn every_label_passes_the_template_checks() {
 #[test]
 fn labels_have_the_shape_of_the_shared_samples() {
     let (set, sim) = simulator();
-    let samples = util::samples();
+    let samples = util::samples("labels_have_the_shape_of_the_shared_samples");
     for t in set.iter() {
         let e = sim
             .render_export(&t.id, &mut export_rng(3, &t.id, 1))

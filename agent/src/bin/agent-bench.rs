@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use agent::ingest::Taken;
 use agent::outbox::{DeliveryConfig, Message, Store};
 use agent::publish::{PublishConfig, Publisher};
-use agent::record::{build_record, Recognition};
+use agent::assemble::{build_record, Recognition};
 use agent::telemetry::Health;
 use anyhow::{bail, Context};
 use record::topic::DeviceTopic;

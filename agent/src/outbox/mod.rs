@@ -5,7 +5,7 @@
 //!   digests). The only module that touches the database.
 //! - [`delivery`]: the sans-IO protocol deciding what to send, what to resend and when; the
 //!   [`crate::publish`] stage owns the event loop that drives it.
-//! - [`stage`]: the outbox stage: receives messages from the record stage and enqueues them.
+//! - [`stage`]: the outbox stage: receives messages from the assemble stage and enqueues them.
 //!
 //! # Delivery argument
 //!

@@ -1,4 +1,4 @@
-//! The outbox stage: receives messages from the record stage, enqueues them durably (batched,
+//! The outbox stage: receives messages from the assemble stage, enqueues them durably (batched,
 //! one fsync per batch), then does what must wait for durability: removing the source file when
 //! configured, and releasing the ingest claim on the file.
 

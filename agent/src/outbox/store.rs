@@ -89,11 +89,11 @@ pub enum Message {
 }
 
 impl Message {
-    /// The id the hub's receipt names: the record id, or [`crate::record::rejection_id`].
+    /// The id the hub's receipt names: the record id, or [`crate::assemble::rejection_id`].
     pub fn id(&self) -> RecordId {
         match self {
             Message::Record(r) => r.record_id.clone(),
-            Message::Rejection(r) => crate::record::rejection_id(r),
+            Message::Rejection(r) => crate::assemble::rejection_id(r),
         }
     }
 

@@ -24,9 +24,6 @@ use anyhow::Context;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::Serialize as DeriveSerialize;
 
-use record::TemplateSet;
-
-use super::model::{Model, ModelPaths};
 use super::recognizer::{Recognized, Recognizer, Unrecognized};
 
 /// Loads templates and model, then prints one JSON line per file to `out`.
@@ -52,21 +49,15 @@ pub fn recognize_files(
     Ok(())
 }
 
-/// Loads the templates folder and the model (folder, or any file inside it) into a recognizer.
+/// Loads the templates folder and the model (folder, or any file inside it) into a recognizer
+/// (one model thread), after [`locate`]-ing both paths.
 pub fn load(templates_dir: &Path, model_path: &Path) -> anyhow::Result<Recognizer> {
-    let templates_dir = locate(templates_dir);
-    let model_path = locate(model_path);
-    let templates = TemplateSet::load_dir(&templates_dir)
-        .with_context(|| format!("loading templates from {}", templates_dir.display()))?;
-    let model_dir = if model_path.is_file() {
-        model_path.parent().unwrap_or(Path::new(".")).to_owned()
-    } else {
-        model_path
-    };
-    let model = Model::load(ModelPaths::in_dir(&model_dir), 1)
-        .with_context(|| format!("loading the model from {}", model_dir.display()))?;
-    Recognizer::new(templates, model)
-        .with_context(|| format!("preparing the plates of {}", templates_dir.display()))
+    Ok(super::load::load(
+        &locate(templates_dir),
+        &locate(model_path),
+        None,
+        1,
+    )?)
 }
 
 /// `p` if it exists; else, for a relative path, the first `<ancestor of the executable>/p` that

@@ -6,17 +6,20 @@
 //! - [`decode`]: grammar-constrained decoding and confidence calibration.
 //! - [`validate`]: reading → field status (absent / ok / invalid / unreadable), template rules.
 //! - [`recognizer`]: the whole chain for one export ([`Recognizer::recognize`]).
+//! - [`load`]: templates, plates and model into a [`Recognizer`], once at start-up.
 //! - [`command`]: `agent recognize FILE...`, one JSON line per file.
 //! - [`samples`]: aligned crops of real labelled exports (the reader's validation set).
 
 pub mod command;
 pub mod decode;
 pub mod input;
+pub mod load;
 pub mod model;
 pub mod recognizer;
 pub mod samples;
 pub mod validate;
 
 pub use command::recognize_files;
+pub use load::LoadError;
 pub use recognizer::{Recognized, Recognizer, RecognizerError, Timings, Unrecognized};
 pub use samples::dump_sample_crops;

@@ -262,7 +262,7 @@ pub fn crop_png(crop: &[f32]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-impl From<Recognized> for crate::record::build::Recognition {
+impl From<Recognized> for crate::assemble::build::Recognition {
     fn from(r: Recognized) -> Self {
         Self {
             device_type: r.device_type,
@@ -276,7 +276,7 @@ impl From<Recognized> for crate::record::build::Recognition {
     }
 }
 
-impl From<Unrecognized> for crate::record::build::Refusal {
+impl From<Unrecognized> for crate::assemble::build::Refusal {
     fn from(u: Unrecognized) -> Self {
         Self {
             code: u.code,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use agent::ingest::Taken;
 use agent::outbox::{DeliveryConfig, Message, Store};
 use agent::publish::{PublishConfig, Publisher};
-use agent::record::{build_record, Recognition};
+use agent::assemble::{build_record, Recognition};
 use agent::telemetry::Health;
 use record::{DeviceId, Field, FieldStatus};
 

@@ -219,7 +219,7 @@ fn handle(seen: &Mutex<Seen>, topic: &str, payload: &[u8]) -> Option<(record::De
         }
         DeviceTopic::Rejections => {
             let r: Rejection = record::decode(payload).expect("a valid rejection");
-            let id = agent::record::rejection_id(&r);
+            let id = agent::assemble::rejection_id(&r);
             let digest = r.file_sha256.clone();
             seen.rejections.insert(digest.clone(), r);
             (id, digest)
@@ -256,8 +256,11 @@ fn handle(seen: &Mutex<Seen>, topic: &str, payload: &[u8]) -> Option<(record::De
     ))
 }
 
-/// The committed model directory and templates, if the recognizer's assets are present.
-pub fn recognizer_assets() -> Option<(PathBuf, PathBuf)> {
+/// The committed templates and model directory.
+///
+/// # Panics
+/// When either is missing (they are committed: a checkout without them is broken).
+pub fn recognizer_assets() -> (PathBuf, PathBuf) {
     let templates = repo().join("templates");
     let models = repo().join("models");
     let has_templates = std::fs::read_dir(&templates)
@@ -267,21 +270,21 @@ pub fn recognizer_assets() -> Option<(PathBuf, PathBuf)> {
         })
         .unwrap_or(false);
     let has_model = models.join("model.json").exists();
-    (has_templates && has_model).then_some((templates, models))
+    assert!(
+        has_templates && has_model,
+        "the committed templates ({}) or model ({}) are missing",
+        templates.display(),
+        models.display()
+    );
+    (templates, models)
 }
 
-/// Sample exports of every device: `$EXAMLINK_SAMPLES`, `<repo>/../shared/devices` or
-/// `/work/shared/devices` (as `scripts/test` sets it).
+/// Sample exports of every device, from the folder [`sim::samples::locate`] finds.
+///
+/// # Panics
+/// When there is no samples folder: these tests need real exports and do not skip.
 pub fn sample_exports() -> Vec<PathBuf> {
-    let root = std::env::var_os("EXAMLINK_SAMPLES")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            repo().join("../shared/devices"),
-            PathBuf::from("/work/shared/devices"),
-        ])
-        .find(|d| d.is_dir())
-        .unwrap_or_default();
+    let root = sim::samples::locate().unwrap_or_else(|why| panic!("{why}"));
     let mut out = Vec::new();
     for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(dir.path())
@@ -303,8 +306,7 @@ pub fn sample_exports() -> Vec<PathBuf> {
 
 /// An agent configuration for a test in `dir` (exports in `dir/exports`).
 pub fn config(dir: &Path, device: &str, port: u16) -> agent::config::Config {
-    let (templates, models) =
-        recognizer_assets().unwrap_or_else(|| (repo().join("templates"), repo().join("models")));
+    let (templates, models) = (repo().join("templates"), repo().join("models"));
     let mut c = agent::config::Config {
         device_id: device.to_owned(),
         data_dir: dir.join("data"),

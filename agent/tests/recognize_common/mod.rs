@@ -15,23 +15,11 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
-/// The shared sample exports: `$EXAMLINK_SAMPLES`, `<root>/../shared/devices` or
-/// `/work/shared/devices`; `None` (and a printed message) when absent.
-pub fn samples_dir() -> Option<PathBuf> {
-    let candidates = std::env::var_os("EXAMLINK_SAMPLES")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            root().join("../shared/devices"),
-            PathBuf::from("/work/shared/devices"),
-        ]);
-    for c in candidates {
-        if c.join("README.md").is_file() {
-            return Some(c);
-        }
-    }
-    eprintln!("SKIPPED: no shared device samples (set EXAMLINK_SAMPLES to the catalog folder)");
-    None
+/// The shared sample exports for `test` ([`sim::samples::required`]): `None` only when the
+/// samples are missing and `EXAMLINK_ALLOW_SKIP=1` (the skip is printed); otherwise a missing
+/// folder fails the test.
+pub fn samples_dir(test: &str) -> Option<PathBuf> {
+    sim::samples::required(test)
 }
 
 /// The committed templates.
@@ -60,7 +48,7 @@ impl Label {
 
 /// Every labelled sample: image path, label.
 pub fn samples(dir: &Path) -> Vec<(PathBuf, Label)> {
-    agent::recognize::samples::labelled_exports(dir)
+    sim::samples::labelled_exports(dir)
         .expect("samples readable")
         .into_iter()
         .map(|(img, label)| {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hub::config::{BrokerMode, HubConfig};
-use record::{DeviceId, Receipt, Record};
+use record::{DeviceId, Receipt, Record, RecordId};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -80,6 +81,29 @@ impl TestSchema {
             .await
             .unwrap()
             .get(0)
+    }
+
+    /// Asserts that the `records` table holds exactly the records `expected`: every one present,
+    /// no other id (a lost record and a stray or duplicated one both fail, and the message names
+    /// them).
+    pub async fn assert_record_ids(&self, expected: impl IntoIterator<Item = RecordId>) {
+        let want: BTreeSet<String> = expected.into_iter().map(String::from).collect();
+        let rows = self
+            .client()
+            .await
+            .query("SELECT record_id FROM records", &[])
+            .await
+            .unwrap();
+        let got: BTreeSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        let missing: Vec<&String> = want.difference(&got).collect();
+        let unexpected: Vec<&String> = got.difference(&want).collect();
+        assert!(
+            missing.is_empty() && unexpected.is_empty(),
+            "records table: {} of {} expected ids missing {missing:?}; {} unexpected ids {unexpected:?}",
+            missing.len(),
+            want.len(),
+            unexpected.len()
+        );
     }
 
     /// Waits until `sql` (a count) reaches `n`; returns the last value.

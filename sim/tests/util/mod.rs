@@ -1,5 +1,5 @@
-//! Test helpers: the workspace's templates, the shared samples (skipped with a message when the
-//! folder is absent), and box comparisons.
+//! Test helpers: the workspace's templates, the shared samples (found by `sim::samples`), and
+//! box comparisons.
 
 #![allow(dead_code)]
 
@@ -32,32 +32,12 @@ pub struct Sample {
     pub label: Label,
 }
 
-/// The shared samples folder: `EXAMLINK_SAMPLES` (set by `scripts/test`), `EXAMLINK_DEVICES`,
-/// `../shared/devices` beside the repository, or `/work/shared/devices`.
-pub fn devices_dir() -> PathBuf {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    ["EXAMLINK_SAMPLES", "EXAMLINK_DEVICES"]
-        .iter()
-        .filter_map(std::env::var_os)
-        .map(PathBuf::from)
-        .chain([
-            repo.join("../shared/devices"),
-            PathBuf::from("/work/shared/devices"),
-        ])
-        .find(|d| d.is_dir())
-        .unwrap_or_else(|| repo.join("../shared/devices"))
-}
-
-/// Samples by layout folder name, or `None` (with a message) when the folder is absent.
-pub fn samples() -> Option<BTreeMap<String, Vec<Sample>>> {
-    let dir = devices_dir();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        eprintln!(
-            "skipped: no shared samples at {} (set EXAMLINK_SAMPLES)",
-            dir.display()
-        );
-        return None;
-    };
+/// Samples by layout folder name, for `test`; `None` only when they are missing and
+/// `EXAMLINK_ALLOW_SKIP=1` (the skip is printed), otherwise a missing folder fails the test
+/// ([`sim::samples::required`]).
+pub fn samples(test: &str) -> Option<BTreeMap<String, Vec<Sample>>> {
+    let dir = sim::samples::required(test)?;
+    let rd = std::fs::read_dir(&dir).expect("samples folder readable");
     let mut out = BTreeMap::new();
     let mut layouts: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -1,4 +1,4 @@
-//! The record stage: for each taken export, on a bounded pool of blocking workers (never on
+//! The assemble stage: for each taken export, on a bounded pool of blocking workers (never on
 //! the async runtime): screen → recognize → build the record, or quarantine the file and build
 //! the rejection. Then hands the message to the outbox stage.
 //!
@@ -30,7 +30,7 @@ pub type RecognizeFn = dyn Fn(&[u8], &str) -> Result<Recognition, Refusal> + Sen
 
 /// Limits and routing the stage needs.
 #[derive(Debug, Clone)]
-pub struct RecordSettings {
+pub struct AssembleSettings {
     /// This device.
     pub device: DeviceId,
     /// Parallel recognitions.
@@ -45,26 +45,26 @@ pub struct RecordSettings {
     pub quarantine: QuarantineConfig,
 }
 
-/// The record stage.
-pub struct RecordStage {
-    settings: RecordSettings,
+/// The assemble stage.
+pub struct AssembleStage {
+    settings: AssembleSettings,
     recognize: Arc<RecognizeFn>,
     claims: Claims,
     health: Health,
 }
 
-impl std::fmt::Debug for RecordStage {
+impl std::fmt::Debug for AssembleStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecordStage")
+        f.debug_struct("AssembleStage")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
-impl RecordStage {
+impl AssembleStage {
     /// A stage calling `recognize` for each export.
     pub fn new(
-        settings: RecordSettings,
+        settings: AssembleSettings,
         recognize: Arc<RecognizeFn>,
         claims: Claims,
         health: Health,
@@ -113,7 +113,7 @@ impl RecordStage {
                     }
                     Ok(None) => me.claims.release(&path),
                     Err(e) => {
-                        error!(file = %path.display(), error = %e, "Record worker failed.");
+                        error!(file = %path.display(), error = %e, "Assemble worker failed.");
                         me.claims.release(&path);
                     }
                 }

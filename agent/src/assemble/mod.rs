@@ -1,4 +1,4 @@
-//! record: turn what recognition made of an export into the message for the hub — a
+//! assemble: turn what recognition made of an export into the message for the hub — a
 //! [`record::Record`] (with review crops of doubtful fields), or a [`record::Rejection`] after the
 //! file was put in quarantine.
 //!
@@ -9,10 +9,9 @@
 
 pub mod build;
 pub mod quarantine;
-pub mod recognizer;
 pub mod screen;
 pub mod stage;
 
 pub use build::{build_record, rejection_id, Recognition, Refusal, REJECTION_TEMPLATE_ID};
 pub use quarantine::{QuarantineConfig, QuarantineMode};
-pub use stage::RecordStage;
+pub use stage::{AssembleSettings, AssembleStage};
