@@ -412,6 +412,6 @@ mod tests {
         let s = Config::default().validate(dir.path()).unwrap();
         assert_eq!(s.data_dir, dir.path().join("data"));
         assert_eq!(s.ingest.export_dirs, vec![dir.path().join("exports")]);
-        assert_eq!(s.mqtt.broker.port, 1883);
+        assert_eq!((s.mqtt.broker.port, s.mqtt.broker.tls), (8883, true));
     }
 }

@@ -6,6 +6,9 @@
 //! it matched): a reconnect costs one indexed query and no argon2, and a rotated or revoked
 //! password takes effect at the next CONNECT because the stored hash no longer matches.
 //! When PostgreSQL is unreachable, the remembered logins still work.
+//!
+//! Every argon2 run goes through the [`Guard`]'s semaphore, and an unknown or malformed user
+//! name is verified against the guard's dummy hash, so it costs what a wrong password costs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +21,9 @@ use record::{catalog, DeviceId};
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
+use crate::audit;
 use crate::config::Secret;
+use crate::guard::Guard;
 use crate::load::Db;
 
 /// Device type of a read-only account: may subscribe to results and status, publish nothing.
@@ -80,25 +85,43 @@ struct Remembered {
 /// Verifies device logins against the `devices` table.
 pub struct Credentials {
     db: Arc<Db>,
+    guard: Arc<Guard>,
     remembered: Mutex<HashMap<DeviceId, Remembered>>,
 }
 
 impl Credentials {
-    /// Verifier backed by `db`.
-    pub fn new(db: Arc<Db>) -> Self {
+    /// Verifier backed by `db`, hashing through `guard`.
+    pub fn new(db: Arc<Db>, guard: Arc<Guard>) -> Self {
         Self {
             db,
+            guard,
             remembered: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Spends one dummy verification, so a refusal for an unknown user takes as long as one
+    /// for a wrong password.
+    async fn decoy(&self, password: &str) {
+        let (g, p) = (self.guard.clone(), password.to_owned());
+        let guard = self.guard.clone();
+        guard
+            .hash(move || verify_password(g.dummy_hash(), &p))
+            .await;
+    }
+
     /// Checks a login. The username must be a registered, unrevoked device id.
     pub async fn verify(&self, username: &str, password: &str) -> Result<Account, Refusal> {
-        let device = DeviceId::new(username).map_err(|_| Refusal::BadCredentials)?;
+        let Ok(device) = DeviceId::new(username) else {
+            self.decoy(password).await;
+            return Err(Refusal::BadCredentials);
+        };
         let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         let stored = match self.lookup(&device).await {
             Ok(Some(row)) => row,
-            Ok(None) => return Err(Refusal::BadCredentials),
+            Ok(None) => {
+                self.decoy(password).await;
+                return Err(Refusal::BadCredentials);
+            }
             Err(error) => {
                 warn!(device = %device, %error, "Device lookup failed; using remembered logins.");
                 let map = self.remembered.lock().expect("credentials lock poisoned");
@@ -122,9 +145,7 @@ impl Credentials {
             }
         }
         let (h, p) = (hash.clone(), password.to_owned());
-        let ok = tokio::task::spawn_blocking(move || verify_password(&h, &p))
-            .await
-            .unwrap_or(false);
+        let ok = self.guard.hash(move || verify_password(&h, &p)).await;
         if !ok {
             return Err(Refusal::BadCredentials);
         }
@@ -186,17 +207,24 @@ pub fn new_password() -> Result<(Secret, String), AuthError> {
     let mut bytes = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
     let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    let hash = Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| AuthError::Hash(e.to_string()))?
-        .to_string();
+    let hash = hash_password(&password)?;
     Ok((Secret::new(password), hash))
 }
 
-/// Registers a device and returns its password (shown once, never stored in clear).
+/// The argon2id hash (PHC string, random salt) of `password`.
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| AuthError::Hash(e.to_string()))?
+        .to_string())
+}
+
+/// Registers a device and returns its password (shown once, never stored in clear). The
+/// change and `actor` go to the audit trail in the same statement.
 pub async fn add_device(
     client: &tokio_postgres::Client,
+    actor: &str,
     device: &DeviceId,
     device_type: &str,
 ) -> Result<Secret, AuthError> {
@@ -206,9 +234,18 @@ pub async fn add_device(
     let (password, hash) = new_password()?;
     let n = client
         .execute(
-            "INSERT INTO devices (device_id, device_type, password_hash) VALUES ($1, $2, $3) \
-             ON CONFLICT (device_id) DO NOTHING",
-            &[&device.as_str(), &device_type, &hash],
+            "WITH changed AS ( \
+                 INSERT INTO devices (device_id, device_type, password_hash) VALUES ($1, $2, $3) \
+                 ON CONFLICT (device_id) DO NOTHING RETURNING device_id) \
+             INSERT INTO audit (actor, action, detail) \
+             SELECT $4, $5, jsonb_build_object('device', device_id, 'type', $2::text) FROM changed",
+            &[
+                &device.as_str(),
+                &device_type,
+                &hash,
+                &actor,
+                &audit::actions::DEVICE_ADD,
+            ],
         )
         .await?;
     if n == 0 {
@@ -217,17 +254,26 @@ pub async fn add_device(
     Ok(password)
 }
 
-/// Gives a device a new password (and un-revokes it); returns the password.
+/// Gives a device a new password (and un-revokes it); returns the password. Audited.
 pub async fn rotate_device(
     client: &tokio_postgres::Client,
+    actor: &str,
     device: &DeviceId,
 ) -> Result<Secret, AuthError> {
     let (password, hash) = new_password()?;
     let n = client
         .execute(
-            "UPDATE devices SET password_hash = $2, rotated_at = now(), revoked_at = NULL \
-             WHERE device_id = $1",
-            &[&device.as_str(), &hash],
+            "WITH changed AS ( \
+                 UPDATE devices SET password_hash = $2, rotated_at = now(), revoked_at = NULL \
+                 WHERE device_id = $1 RETURNING device_id) \
+             INSERT INTO audit (actor, action, detail) \
+             SELECT $3, $4, jsonb_build_object('device', device_id) FROM changed",
+            &[
+                &device.as_str(),
+                &hash,
+                &actor,
+                &audit::actions::DEVICE_ROTATE,
+            ],
         )
         .await?;
     if n == 0 {
@@ -236,15 +282,19 @@ pub async fn rotate_device(
     Ok(password)
 }
 
-/// Revokes a device: its next CONNECT is refused and its records are rejected.
+/// Revokes a device: its next CONNECT is refused and its records are rejected. Audited.
 pub async fn revoke_device(
     client: &tokio_postgres::Client,
+    actor: &str,
     device: &DeviceId,
 ) -> Result<(), AuthError> {
     let n = client
         .execute(
-            "UPDATE devices SET revoked_at = now() WHERE device_id = $1",
-            &[&device.as_str()],
+            "WITH changed AS ( \
+                 UPDATE devices SET revoked_at = now() WHERE device_id = $1 RETURNING device_id) \
+             INSERT INTO audit (actor, action, detail) \
+             SELECT $2, $3, jsonb_build_object('device', device_id) FROM changed",
+            &[&device.as_str(), &actor, &audit::actions::DEVICE_REVOKE],
         )
         .await?;
     if n == 0 {

@@ -2,14 +2,16 @@
 //! `hub.toml` ([`DEFAULT_CONFIG`]), unknown keys refused.
 //!
 //! [`HubConfig::from_toml`] parses and then checks the values; a [`ConfigError`] names the key.
-//! Secrets (database and broker passwords) are never literal: they are read from a file or an
-//! environment variable by [`SecretRef::resolve`], and [`Secret`]'s `Debug` prints `***`.
+//! Secrets (database and broker passwords) are never literal: they live in a file or an
+//! environment variable ([`crate::secret`]).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use crate::secret::{Secret, SecretRef};
 
 /// The default configuration, as shipped and printed by `hub print-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../hub.toml");
@@ -52,59 +54,6 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// A secret value. `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// Where a secret lives: a file (first line, trailing whitespace removed) or an environment
-/// variable. Neither set means no secret.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecretRef {
-    /// File holding the secret.
-    pub password_file: Option<PathBuf>,
-    /// Environment variable holding the secret.
-    pub password_env: Option<String>,
-}
-
-impl SecretRef {
-    /// Reads the secret; `key` names the config section in errors.
-    pub fn resolve(&self, key: &'static str) -> Result<Option<Secret>, ConfigError> {
-        match (&self.password_file, &self.password_env) {
-            (Some(_), Some(_)) => Err(invalid(key, "set password_file or password_env, not both")),
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
-                    key,
-                    path: path.clone(),
-                    error,
-                })?;
-                Ok(Some(Secret(text.trim_end().to_owned())))
-            }
-            (None, Some(var)) => std::env::var(var)
-                .map(|v| Some(Secret(v)))
-                .map_err(|_| invalid(key, format!("environment variable {var} is not set"))),
-            (None, None) => Ok(None),
-        }
-    }
-}
-
 /// Whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +70,10 @@ pub struct HubConfig {
     pub load: LoadConfig,
     /// HTTP status and query API.
     pub http: HttpConfig,
+    /// TLS of the device listener and HTTP.
+    pub tls: crate::tls::TlsConfig,
+    /// Limits on unauthenticated clients.
+    pub guard: crate::guard::GuardConfig,
 }
 
 /// Embedded broker or external broker.
@@ -167,13 +120,8 @@ pub struct EmbeddedConfig {
     pub results_retention_bytes: usize,
     /// Bytes it keeps per other topic filter: each device's receipts.
     pub receipts_retention_bytes: usize,
-    /// TLS certificate chain (PEM) of the device listener; with `tls_key_file` the listener
-    /// speaks TLS only (devices use `mqtts://`).
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1) of the device listener.
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
+    /// Largest CONNECT packet accepted (refused from its fixed header, before buffering).
+    pub max_connect_bytes: usize,
 }
 
 /// `[subscribe.external]`
@@ -199,6 +147,12 @@ pub struct ExternalConfig {
     pub password_env: Option<String>,
     /// MQTT keep-alive.
     pub keep_alive_secs: u64,
+    /// Connect with TLS (`mqtts`), verifying the broker against `tls_ca_file`.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM CA certificate(s) the broker's certificate must chain to.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl ExternalConfig {
@@ -245,6 +199,23 @@ pub struct LoadConfig {
     pub retry_initial_ms: u64,
     /// Longest retry delay.
     pub retry_max_ms: u64,
+    /// TLS to PostgreSQL: `disable` or `require` (verified against `tls_ca_file`).
+    pub tls: PgTls,
+    /// PEM CA certificate(s) the server's certificate must chain to.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// `statement_timeout` of the HTTP API's connection, in milliseconds.
+    pub api_statement_timeout_ms: u64,
+}
+
+/// `load.tls`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgTls {
+    /// Plain TCP (a database on the same host or a private network).
+    Disable,
+    /// TLS, the server verified against `load.tls_ca_file`.
+    Require,
 }
 
 impl fmt::Debug for LoadConfig {
@@ -263,6 +234,9 @@ impl fmt::Debug for LoadConfig {
             .field("batch_linger_ms", &self.batch_linger_ms)
             .field("retry_initial_ms", &self.retry_initial_ms)
             .field("retry_max_ms", &self.retry_max_ms)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("api_statement_timeout_ms", &self.api_statement_timeout_ms)
             .finish()
     }
 }
@@ -285,6 +259,10 @@ pub struct HttpConfig {
     pub listen: String,
     /// Online window.
     pub online_window_secs: u64,
+    /// How long a login session (cookie or bearer token) lasts.
+    pub session_ttl_secs: u64,
+    /// A request whose headers take longer than this is dropped.
+    pub header_timeout_ms: u64,
 }
 
 impl HttpConfig {
@@ -396,11 +374,46 @@ impl HubConfig {
                 "must be at least 16384 (a burst of receipts must fit)",
             ));
         }
-        if em.tls_cert_file.is_some() != em.tls_key_file.is_some() {
+        if !(256..=65536).contains(&em.max_connect_bytes) {
             return Err(invalid(
-                "subscribe.embedded.tls_cert_file",
-                "set tls_cert_file and tls_key_file together (or neither, for plain MQTT)",
+                "subscribe.embedded.max_connect_bytes",
+                "must be 256..=65536",
             ));
+        }
+        let t = &self.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return Err(invalid(
+                "tls.cert_file",
+                "set tls.cert_file and tls.key_file together (or neither: a generated certificate)",
+            ));
+        }
+        let g = &self.guard;
+        if g.max_concurrent_hashes == 0 || g.max_connections_per_address == 0 {
+            return Err(invalid(
+                "guard.max_concurrent_hashes",
+                "guard.max_concurrent_hashes and max_connections_per_address must be at least 1",
+            ));
+        }
+        if g.failures_before_backoff == 0 || g.backoff_max_secs == 0 {
+            return Err(invalid(
+                "guard.failures_before_backoff",
+                "guard.failures_before_backoff and backoff_max_secs must be at least 1",
+            ));
+        }
+        if self.http.header_timeout_ms == 0 {
+            return Err(invalid("http.header_timeout_ms", "must be at least 1"));
+        }
+        if self.http.session_ttl_secs < 60 {
+            return Err(invalid("http.session_ttl_secs", "must be at least 60"));
+        }
+        if l.tls == PgTls::Require && l.tls_ca_file.is_none() {
+            return Err(invalid(
+                "load.tls_ca_file",
+                "load.tls = \"require\" needs the CA file that signed the server's certificate",
+            ));
+        }
+        if l.api_statement_timeout_ms == 0 {
+            return Err(invalid("load.api_statement_timeout_ms", "must be at least 1"));
         }
         let e = &self.subscribe.external;
         if self.subscribe.mode == BrokerMode::External {
@@ -412,6 +425,12 @@ impl HubConfig {
                 return Err(invalid(
                     "subscribe.external.share_group",
                     "must be non-empty without '/', '+' or '#'",
+                ));
+            }
+            if e.tls && e.tls_ca_file.is_none() {
+                return Err(invalid(
+                    "subscribe.external.tls_ca_file",
+                    "subscribe.external.tls = true needs the broker's CA file",
                 ));
             }
             if e.keep_alive_secs < 5 {
@@ -485,18 +504,28 @@ mod tests {
         }
     }
 
+    // See: #12
     #[test]
-    fn secrets_are_redacted_and_resolved() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pw");
-        std::fs::write(&p, "hunter2\n").unwrap();
-        let r = SecretRef {
-            password_file: Some(p),
-            password_env: None,
-        };
-        let s = r.resolve("load").unwrap().unwrap();
-        assert_eq!(s.expose(), "hunter2");
-        assert_eq!(format!("{s:?}"), "***");
+    fn tls_is_the_default_and_its_halves_go_together() {
+        let c = HubConfig::default();
+        assert!(!c.tls.allow_plaintext && c.tls.cert_file.is_none());
+        assert_eq!(c.subscribe.embedded.listen.port(), 8883);
+        let err = HubConfig::from_toml_str("t", "[tls]\ncert_file = \"c.pem\"").unwrap_err();
+        assert!(err.to_string().starts_with("tls.cert_file"), "{err}");
+        let err = HubConfig::from_toml_str("t", "[load]\ntls = \"require\"").unwrap_err();
+        assert!(err.to_string().starts_with("load.tls_ca_file"), "{err}");
+        let err = HubConfig::from_toml_str("t", "[guard]\nmax_concurrent_hashes = 0").unwrap_err();
+        assert!(err.to_string().starts_with("guard."), "{err}");
+        let err = HubConfig::from_toml_str("t", "[subscribe.embedded]\nmax_connect_bytes = 1048576")
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("subscribe.embedded.max_connect_bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn database_urls_are_redacted() {
         let mut c = HubConfig::default();
         c.load.url = "postgres://u:hunter2@h/db".into();
         assert!(!format!("{c:?}").contains("hunter2"));

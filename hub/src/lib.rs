@@ -10,17 +10,25 @@
 //! 4. [`republish`]: after COMMIT, the device's receipt and the live result.
 //!
 //! Beside them: [`status`] (agents' status and rejection messages), [`http`] (health, metrics,
-//! query API, status page), [`auth`] (device accounts), [`config`], [`telemetry`].
+//! query API, pages, behind logins), [`auth`] (device accounts), [`users`] (people's accounts,
+//! roles and sessions), [`audit`] (the append-only trail of reads and changes), [`guard`]
+//! (limits on unauthenticated clients), [`tls`] (the listeners' certificate), [`config`],
+//! [`secret`], [`telemetry`].
 
+pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod guard;
 pub mod http;
 pub mod load;
 pub mod republish;
+pub mod secret;
 pub mod status;
 pub mod subscribe;
 pub mod telemetry;
 pub mod testkit;
+pub mod tls;
+pub mod users;
 pub mod validate;
 
 use std::future::Future;
@@ -34,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{BrokerMode, ConfigError, HubConfig};
+use crate::guard::Guard;
 use crate::load::{Db, Loader, PgTarget};
 use crate::subscribe::gate::{self, GateContext};
 use crate::subscribe::mqtt::Endpoint;
@@ -63,9 +72,9 @@ pub enum HubError {
     /// The embedded broker.
     #[error(transparent)]
     Embedded(#[from] EmbeddedError),
-    /// The device listener's TLS certificate or key.
-    #[error("subscribe.embedded TLS: {0}")]
-    Tls(#[from] gate::TlsSetupError),
+    /// The listeners' TLS certificate or key.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsSetupError),
     /// Migrations failed for a reason retrying will not fix.
     #[error("migrating the database schema")]
     Migrate(#[source] tokio_postgres::Error),
@@ -79,7 +88,7 @@ pub struct Hub {
     gate: Option<TcpListener>,
     http: Option<TcpListener>,
     external: Option<Endpoint>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::HubTls>,
     ready: watch::Sender<bool>,
 }
 
@@ -111,11 +120,10 @@ impl Hub {
             Some(a) => Some(bind("HTTP", a).await?),
             None => None,
         };
-        let e = &config.subscribe.embedded;
-        let tls = match (&e.tls_cert_file, &e.tls_key_file) {
-            (Some(cert), Some(key)) => Some(gate::tls_acceptor(cert, key)?),
-            _ => None,
-        };
+        let tls = tls::prepare(&config.tls)?;
+        if !target.is_local() && !target.uses_tls() {
+            warn!("load.tls = \"disable\" with a database on another host: the hub's database login and patient data cross the network in clear.");
+        }
         Ok(Self {
             config,
             templates,
@@ -136,6 +144,16 @@ impl Hub {
     /// The HTTP address, when enabled.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The CA file clients must trust, when the hub generated its own certificate.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().and_then(|t| t.ca_file.as_deref())
+    }
+
+    /// Whether the listeners speak TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Becomes `true` once the schema is migrated and the hub is subscribed and accepting.
@@ -159,7 +177,22 @@ impl Hub {
             return Ok(());
         }
         let c = &self.config;
+        // Separate connections: logins and device status, and the HTTP API (under a
+        // statement_timeout). The load stage has its own.
         let db = Arc::new(Db::new(self.target.clone()));
+        let api_db = Arc::new(Db::new(self.target.with_statement_timeout(
+            c.load.api_statement_timeout_ms,
+            "examlink-hub-api",
+        )));
+        let guard = Guard::new(c.guard.clone());
+        {
+            // Make the dummy hash now, not during the first unknown login.
+            let g = guard.clone();
+            tokio::task::spawn_blocking(move || {
+                g.dummy_hash();
+            });
+        }
+        let acceptor = self.tls.as_ref().map(|t| t.acceptor.clone());
         let cap = c.queue_capacity;
         let (records_tx, records_rx) = mpsc::channel(cap);
         let (devices_tx, devices_rx) = mpsc::channel(1024);
@@ -223,14 +256,16 @@ impl Hub {
                 let e = &c.subscribe.embedded;
                 let ctx = Arc::new(GateContext {
                     internal: b.internal_addr(),
-                    tls: self.tls.clone(),
+                    tls: acceptor.clone(),
                     recheck_login: Duration::from_secs(e.recheck_login_secs),
                     secret: b.secret().clone(),
-                    credentials: Arc::new(auth::Credentials::new(db.clone())),
+                    credentials: Arc::new(auth::Credentials::new(db.clone(), guard.clone())),
                     refused: records_tx.clone(),
                     max_packet_bytes: max_packet,
                     connect_timeout: Duration::from_millis(e.connect_timeout_ms),
                     max_connections: e.max_connections,
+                    max_connect_bytes: e.max_connect_bytes,
+                    guard: guard.clone(),
                 });
                 Some(tokio::spawn(gate::run(listener, ctx, stop.clone())))
             }
@@ -238,22 +273,34 @@ impl Hub {
         };
         drop(records_tx);
         let http_task = self.http.map(|listener| {
+            let session_ttl = Duration::from_secs(c.http.session_ttl_secs);
+            let logins = Arc::new(users::Logins::new(db.clone(), guard.clone(), session_ttl));
             let state = http::HttpState {
-                db: db.clone(),
+                db: api_db.clone(),
+                logins: logins.clone(),
                 online_window_secs: c.http.online_window_secs,
+                session_ttl,
+                tls: acceptor.is_some(),
             };
-            let mut s = stop.clone();
+            let app = http::router(state);
+            let header_timeout = Duration::from_millis(c.http.header_timeout_ms);
+            let (stop_http, mut stop_prune) = (stop.clone(), stop.clone());
             tokio::spawn(async move {
-                let app = http::router(state);
-                let done = async move {
-                    s.wait_for(|s| *s).await.ok();
+                let prune = async move {
+                    loop {
+                        if let Err(error) = logins.prune().await {
+                            warn!(%error, "Pruning old sessions failed.");
+                        }
+                        tokio::select! {
+                            _ = stop_prune.wait_for(|s| *s) => break,
+                            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                        }
+                    }
                 };
-                if let Err(error) = axum::serve(listener, app)
-                    .with_graceful_shutdown(done)
-                    .await
-                {
-                    warn!(%error, "HTTP server stopped.");
-                }
+                tokio::join!(
+                    http::serve::serve(listener, app, acceptor, guard, header_timeout, stop_http),
+                    prune
+                );
             })
         });
         self.ready.send(true).ok();

@@ -52,6 +52,58 @@ enum Command {
         #[command(subcommand)]
         action: DeviceAction,
     },
+    /// Manage people's accounts (HTTP API and pages).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Print the audit trail (oldest first), one entry per line.
+    Audit {
+        /// Only this actor (a user name, `device:<id>`, `cli:<user>`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action (records.read, device.add, user.revoke, login, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// The newest this many entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create an account and print its password (once), or set it from a file.
+    Add {
+        /// User name (a-z, 0-9, '.', '-', '_').
+        name: String,
+        /// reader (queries records), reviewer (also resolves reviews) or admin (also manages
+        /// devices and users).
+        #[arg(long)]
+        role: String,
+        /// Read the password from this file's first line instead of generating one.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Give a user a new password (printed once, or from a file); their sessions end.
+    Rotate {
+        /// User name.
+        name: String,
+        /// Read the password from this file's first line instead of generating one.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Revoke a user; their sessions end at once.
+    Revoke {
+        /// User name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,27 +186,64 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Device { action } => device(&config, action).await,
+            Command::User { action } => user(&config, action).await,
+            Command::Audit {
+                actor,
+                action,
+                since,
+                limit,
+                json,
+            } => {
+                let client = admin_client(&config).await?;
+                let filter = hub::audit::Filter {
+                    actor,
+                    action,
+                    since,
+                    limit,
+                };
+                for e in hub::audit::list(&client, &filter).await.context("reading the audit trail")? {
+                    if json {
+                        println!("{}", serde_json::to_string(&e)?);
+                    } else {
+                        println!(
+                            "{}  {:<24} {:<16} {}",
+                            e.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                            e.actor,
+                            e.action,
+                            e.detail
+                        );
+                    }
+                }
+                Ok(())
+            }
             Command::PrintConfig | Command::CheckConfig { .. } => Ok(()),
         }
     })
 }
 
-async fn device(config: &HubConfig, action: DeviceAction) -> anyhow::Result<()> {
+/// A migrated connection for the admin commands.
+async fn admin_client(config: &HubConfig) -> anyhow::Result<tokio_postgres::Client> {
     let target = hub::load::PgTarget::new(&config.load)?;
     let mut client = target.connect().await.context("connecting to PostgreSQL")?;
     hub::load::migrate::migrate(&mut client, target.schema())
         .await
         .context("migrating")?;
+    Ok(client)
+}
+
+async fn device(config: &HubConfig, action: DeviceAction) -> anyhow::Result<()> {
+    let client = admin_client(config).await?;
+    let actor = hub::audit::cli_actor();
     let parse = |id: &str| DeviceId::new(id).context("device id");
     match action {
         DeviceAction::Add { id, device_type } => {
             let id = parse(&id)?;
-            let pw = hub::auth::add_device(&client, &id, &device_type).await?;
+            let pw = hub::auth::add_device(&client, &actor, &id, &device_type).await?;
             println!("device {id} added; password (shown once): {}", pw.expose());
         }
         DeviceAction::Rotate { id } => {
             let id = parse(&id)?;
-            let pw = hub::auth::rotate_device(&client, &id).await?;
+            let pw = hub::auth::rotate_device(&client, &actor, &id).await?;
             println!(
                 "device {id} rotated; new password (shown once): {}",
                 pw.expose()
@@ -162,8 +251,67 @@ async fn device(config: &HubConfig, action: DeviceAction) -> anyhow::Result<()> 
         }
         DeviceAction::Revoke { id } => {
             let id = parse(&id)?;
-            hub::auth::revoke_device(&client, &id).await?;
+            hub::auth::revoke_device(&client, &actor, &id).await?;
             println!("device {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn password_from(file: Option<&PathBuf>) -> anyhow::Result<Option<hub::config::Secret>> {
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let r = hub::config::SecretRef {
+        password_file: Some(path.clone()),
+        password_env: None,
+    };
+    r.resolve("--password-file")
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+async fn user(config: &HubConfig, action: UserAction) -> anyhow::Result<()> {
+    let client = admin_client(config).await?;
+    let actor = hub::audit::cli_actor();
+    match action {
+        UserAction::Add {
+            name,
+            role,
+            password_file,
+        } => {
+            let role = hub::users::UserRole::parse(&role)?;
+            let given = password_from(password_file.as_ref())?;
+            let from_file = given.is_some();
+            let pw = hub::users::add_user(&client, &actor, &name, role, given).await?;
+            if from_file {
+                println!("user {name} ({}) added with the password from the file", role.as_str());
+            } else {
+                println!(
+                    "user {name} ({}) added; password (shown once): {}",
+                    role.as_str(),
+                    pw.expose()
+                );
+            }
+        }
+        UserAction::Rotate {
+            name,
+            password_file,
+        } => {
+            let given = password_from(password_file.as_ref())?;
+            let from_file = given.is_some();
+            let pw = hub::users::rotate_user(&client, &actor, &name, given).await?;
+            if from_file {
+                println!("user {name} rotated to the password from the file; their sessions ended");
+            } else {
+                println!(
+                    "user {name} rotated; their sessions ended; new password (shown once): {}",
+                    pw.expose()
+                );
+            }
+        }
+        UserAction::Revoke { name } => {
+            hub::users::revoke_user(&client, &actor, &name).await?;
+            println!("user {name} revoked; their sessions ended");
         }
     }
     Ok(())

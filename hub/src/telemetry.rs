@@ -28,6 +28,12 @@ pub const RESULTS_PUBLISHED: &str = "examlink_hub_results_published_total";
 pub const CONNECTS_REFUSED: &str = "examlink_hub_connects_refused_total";
 /// Device connections accepted.
 pub const CONNECTS_ACCEPTED: &str = "examlink_hub_connects_accepted_total";
+/// Logins refused (label `via`: `mqtt` or `http`), wrong password or unknown user.
+pub const LOGINS_REFUSED: &str = "examlink_hub_logins_refused_total";
+/// Password hashes run (argon2 verifications and hashing), behind the guard's semaphore.
+pub const PASSWORD_HASHES: &str = "examlink_hub_password_hashes_total";
+/// Connections or logins refused by the guard (label `why`: `address_cap`, `backoff`).
+pub const GUARD_REFUSED: &str = "examlink_hub_guard_refused_total";
 /// Status reports and agent rejections processed (label `kind`).
 pub const DEVICE_MESSAGES: &str = "examlink_hub_device_messages_total";
 

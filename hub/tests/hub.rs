@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use hub::config::BrokerMode;
 use hub::testkit;
 use record::{DeviceId, ReceiptOutcome, Record};
-use util::{connect, connect_with, device, TestHub, TestSchema};
+use util::{connect, connect_with, device, Broker, TestHub, TestSchema};
 
 fn dev(id: &str) -> DeviceId {
     DeviceId::new(id).unwrap()
@@ -23,10 +23,8 @@ async fn record_round_trip_device_to_postgres_to_receipt_and_results() {
     let pw = schema.add_device("autoref-01", "autoref").await;
     let reader_pw = schema.add_device("dashboard", hub::auth::READER).await;
     let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
-    let addr = hub.mqtt.unwrap();
     let mut reader = connect(
-        "127.0.0.1",
-        addr.port(),
+        &hub.broker(),
         "dashboard",
         Some(("dashboard", &reader_pw)),
         &["examlink/v1/results/#".to_owned()],
@@ -65,19 +63,23 @@ async fn record_round_trip_device_to_postgres_to_receipt_and_results() {
         .get(0);
     assert_eq!(n, 43.25);
 
-    // HTTP: health, API, page, metrics.
+    // HTTP: health, API (as a reader), page, metrics.
     assert_eq!(hub.get("/healthz").await, (200, "ok".to_owned()));
-    let (status, body) = hub.get("/api/records?device_id=autoref-01&limit=10").await;
+    let pw = schema.add_user("rita", hub::users::UserRole::Reader).await;
+    let token = hub.token("rita", &pw).await;
+    let (status, body) = hub
+        .get_as(&token, "/api/records?device_id=autoref-01&limit=10")
+        .await;
     assert_eq!(status, 200, "{body}");
     let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["record_id"], r.record_id.as_str());
-    let (_, body) = hub.get("/api/records?patient_id=nobody").await;
+    let (_, body) = hub.get_as(&token, "/api/records?patient_id=nobody").await;
     assert_eq!(body, "[]");
-    assert_eq!(hub.get("/api/records?limit=0").await.0, 400);
-    let (_, body) = hub.get("/api/devices").await;
+    assert_eq!(hub.get_as(&token, "/api/records?limit=0").await.0, 400);
+    let (_, body) = hub.get_as(&token, "/api/devices").await;
     assert!(body.contains("\"device_id\":\"autoref-01\""), "{body}");
-    let (_, page) = hub.get("/").await;
+    let (_, page) = hub.get_as(&token, "/").await;
     assert!(
         page.contains("autoref-01") && page.contains("<table>"),
         "{page}"
@@ -130,14 +132,13 @@ async fn bad_payloads_and_logins_are_rejected_with_reasons_and_other_devices_are
     let pw_a = schema.add_device("autoref-a", "autoref").await;
     let pw_b = schema.add_device("autoref-b", "autoref").await;
     let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
-    let port = hub.mqtt.unwrap().port();
+    let broker = hub.broker();
 
     // Refused at CONNECT: wrong password, unknown device, client id ≠ username, no login.
     let refused = |r: Result<util::Client, String>| r.err().expect("refused");
     assert!(refused(
         connect(
-            "127.0.0.1",
-            port,
+            &broker,
             "autoref-a",
             Some(("autoref-a", "wrong")),
             &[]
@@ -146,13 +147,12 @@ async fn bad_payloads_and_logins_are_rejected_with_reasons_and_other_devices_are
     )
     .contains("BadUserNamePassword"));
     assert!(
-        refused(connect("127.0.0.1", port, "ghost-1", Some(("ghost-1", &pw_a)), &[]).await)
+        refused(connect(&broker, "ghost-1", Some(("ghost-1", &pw_a)), &[]).await)
             .contains("BadUserNamePassword")
     );
     assert!(refused(
         connect(
-            "127.0.0.1",
-            port,
+            &broker,
             "autoref-b",
             Some(("autoref-a", &pw_a)),
             &[]
@@ -161,7 +161,7 @@ async fn bad_payloads_and_logins_are_rejected_with_reasons_and_other_devices_are
     )
     .contains("BadClientId"));
     assert!(
-        refused(connect("127.0.0.1", port, "autoref-a", None, &[]).await)
+        refused(connect(&broker, "autoref-a", None, &[]).await)
             .contains("BadUserNamePassword")
     );
 
@@ -301,7 +301,7 @@ async fn external_broker_two_hubs_sharing_a_subscription_store_every_record_once
     for d in &devices {
         let receipts = record::topic::DeviceTopic::Receipts.topic(&dev(d));
         clients.push(
-            connect("127.0.0.1", 1883, d, None, &[receipts])
+            connect(&Broker::plain(1883), d, None, &[receipts])
                 .await
                 .expect("mosquitto"),
         );
@@ -314,7 +314,7 @@ async fn external_broker_two_hubs_sharing_a_subscription_store_every_record_once
     // An unregistered device is rejected, not stored. (Checked in the database: the shared
     // broker may carry other subscribers' receipts.)
     let ghost = format!("ghost{tag}");
-    let g = connect("127.0.0.1", 1883, &ghost, None, &[]).await.unwrap();
+    let g = connect(&Broker::plain(1883), &ghost, None, &[]).await.unwrap();
     g.publish_record(&testkit::record(&dev(&ghost), 1)).await;
 
     let total = devices.len() as i64 * per_device as i64;
@@ -377,10 +377,12 @@ async fn hub_killed_mid_stream_and_restarted_stores_every_record_exactly_once() 
         &config,
         format!(
             "templates_dir = {:?}\n[subscribe.embedded]\nlisten = \"127.0.0.1:{port}\"\n\
-             [load]\nurl = {:?}\nschema = \"{}\"\n[http]\nlisten = \"\"\n",
+             [load]\nurl = {:?}\nschema = \"{}\"\n[http]\nlisten = \"\"\n\
+             [tls]\ngenerate_dir = {:?}\n",
             dir.path(),
             util::pg_url(),
-            schema.name
+            schema.name,
+            etc.path().join("tls"),
         ),
     )
     .unwrap();
@@ -398,8 +400,7 @@ async fn hub_killed_mid_stream_and_restarted_stores_every_record_exactly_once() 
     let connect_device = || async {
         for _ in 0..600 {
             if let Ok(c) = connect(
-                "127.0.0.1",
-                port,
+                &Broker::tls(port, &etc.path().join("tls/ca.pem")),
                 id,
                 Some((id, &pw)),
                 std::slice::from_ref(&receipts),
@@ -466,8 +467,8 @@ async fn tls_listener_takes_devices_over_mqtts_and_refuses_plain_mqtt() {
     let pw = schema.add_device("autoref-01", "autoref").await;
     let (c2, k2) = (cert.clone(), key.clone());
     let hub = TestHub::start_with(&schema, BrokerMode::Embedded, "unused", move |c| {
-        c.subscribe.embedded.tls_cert_file = Some(c2);
-        c.subscribe.embedded.tls_key_file = Some(k2);
+        c.tls.cert_file = Some(c2);
+        c.tls.key_file = Some(k2);
     })
     .await;
     let port = hub.mqtt.unwrap().port();
@@ -492,8 +493,7 @@ async fn tls_listener_takes_devices_over_mqtts_and_refuses_plain_mqtt() {
 
     // Plain MQTT on the TLS port gets no CONNACK.
     let plain = connect(
-        "127.0.0.1",
-        port,
+        &Broker::plain(port),
         "autoref-01",
         Some(("autoref-01", &pw)),
         &[],
@@ -634,7 +634,7 @@ async fn revoking_a_device_closes_its_open_session() {
     d.publish_record(&r).await;
     assert_eq!(d.receipt().await.outcome, ReceiptOutcome::Stored);
 
-    hub::auth::revoke_device(&schema.client().await, &dev("autoref-01"))
+    hub::auth::revoke_device(&schema.client().await, "cli:test", &dev("autoref-01"))
         .await
         .unwrap();
     let mut closed = false;
@@ -650,10 +650,8 @@ async fn revoking_a_device_closes_its_open_session() {
         closed,
         "the open session was not closed after the revocation"
     );
-    let addr = hub.mqtt.unwrap();
     let again = connect(
-        "127.0.0.1",
-        addr.port(),
+        &hub.broker(),
         "autoref-01",
         Some(("autoref-01", &pw)),
         &[],

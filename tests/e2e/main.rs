@@ -7,6 +7,7 @@
 //! `EXAMLINK_SOAK=1 cargo test -p fleet --test e2e -- --ignored`.
 
 mod proxy;
+mod security;
 mod util;
 
 use std::time::Duration;

@@ -84,7 +84,8 @@ impl Run {
                 .add_device(&id, template.split('_').next().unwrap())
                 .unwrap();
             let adir = dir.path().join(&id);
-            let agent = Agent::with_options(&adir, &id, &password, port, opts).unwrap();
+            let agent =
+                Agent::with_options(&adir, &id, &password, port, &hub.ca_file(), opts).unwrap();
             devices.push(Device::new(&id, template, &agent.exports, &adir.join("truth")).unwrap());
             agents.push(agent);
         }

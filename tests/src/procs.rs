@@ -1,5 +1,9 @@
 //! The hub and agent as real processes, each with a generated config in its own folder and
 //! its output in `<dir>/<name>.log`.
+//!
+//! They run as they do out of the box: the hub makes its own TLS certificate at first start
+//! (`<hub dir>/tls/ca.pem`, [`Hub::ca_file`]) and every agent connects with `mqtts://`,
+//! trusting that CA. Tests that need another setup rewrite the generated config.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -133,7 +137,9 @@ impl Hub {
                 "templates_dir = {templates:?}\n\n[subscribe]\nmode = \"embedded\"\n\n\
                  [subscribe.embedded]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\n\
                  [load]\nurl = {db_url:?}\nschema = {schema:?}\n\n\
-                 [http]\nlisten = \"127.0.0.1:{http_port}\"\n"
+                 [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+                 [tls]\ngenerate_dir = {:?}\n",
+                dir.join("tls"),
             ),
         )?;
         let args = vec![
@@ -150,15 +156,36 @@ impl Hub {
         })
     }
 
+    /// The CA file the hub generates at its first start (agents and HTTP clients trust it).
+    pub fn ca_file(&self) -> PathBuf {
+        self.config.with_file_name("tls").join("ca.pem")
+    }
+
     /// Registers a device and returns its password (rotating it if the device exists).
     pub fn add_device(&self, id: &str, device_type: &str) -> anyhow::Result<String> {
+        self.add_or_rotate(
+            &["device", "add", id, "--type", device_type],
+            &["device", "rotate", id],
+        )
+    }
+
+    /// Creates a person's account with `role` and returns its password (rotating it if the
+    /// user exists).
+    pub fn add_user(&self, name: &str, role: &str) -> anyhow::Result<String> {
+        self.add_or_rotate(
+            &["user", "add", name, "--role", role],
+            &["user", "rotate", name],
+        )
+    }
+
+    fn add_or_rotate(&self, add: &[&str], rotate: &[&str]) -> anyhow::Result<String> {
         let run = |args: &[&str]| -> anyhow::Result<(bool, String)> {
             let out = Command::new(bin("hub")?)
                 .arg("--config")
                 .arg(&self.config)
                 .args(args)
                 .output()
-                .context("running hub device")?;
+                .with_context(|| format!("running hub {}", args.join(" ")))?;
             let text = format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout),
@@ -166,14 +193,10 @@ impl Hub {
             );
             Ok((out.status.success(), text))
         };
-        let (ok, text) = run(&["device", "add", id, "--type", device_type])?;
-        let (ok, text) = if ok {
-            (ok, text)
-        } else {
-            run(&["device", "rotate", id])?
-        };
+        let (ok, text) = run(add)?;
+        let (ok, text) = if ok { (ok, text) } else { run(rotate)? };
         if !ok {
-            bail!("hub device add/rotate {id} failed: {text}");
+            bail!("hub {} failed: {text}", add.join(" "));
         }
         text.lines()
             .find_map(|l| {
@@ -211,21 +234,26 @@ pub struct Agent {
     pub exports: PathBuf,
     /// Quarantine folder.
     pub quarantine: PathBuf,
+    /// Its config file (tests may rewrite it before a start).
+    pub config: PathBuf,
 }
 
 impl Agent {
-    /// Writes the agent's config and password file into `dir`.
+    /// Writes the agent's config and password file into `dir`; it reaches the hub at
+    /// `mqtts://127.0.0.1:mqtt_port`, trusting the CA in `ca_file` ([`Hub::ca_file`]).
     pub fn new(
         dir: &Path,
         device_id: &str,
         password: &str,
         mqtt_port: u16,
+        ca_file: &Path,
     ) -> anyhow::Result<Self> {
         Self::with_options(
             dir,
             device_id,
             password,
             mqtt_port,
+            ca_file,
             &AgentOptions::default(),
         )
     }
@@ -236,6 +264,7 @@ impl Agent {
         device_id: &str,
         password: &str,
         mqtt_port: u16,
+        ca_file: &Path,
         opts: &AgentOptions,
     ) -> anyhow::Result<Self> {
         let exports = dir.join("exports");
@@ -253,7 +282,8 @@ impl Agent {
                  [recognize]\ntemplates_dir = {:?}\nmodel_path = {:?}\n\n\
                  [quarantine]\ndir = {quarantine:?}\n\n\
                  [outbox]\nresend_after_secs = 5\nmax_bytes = {max_bytes}\n\n\
-                 [publish]\nbroker_url = \"mqtt://127.0.0.1:{mqtt_port}\"\npassword_file = {password_file:?}\n\
+                 [publish]\nbroker_url = \"mqtts://127.0.0.1:{mqtt_port}\"\npassword_file = {password_file:?}\n\
+                 tls_ca_file = {ca_file:?}\n\
                  reconnect_min_ms = 100\nreconnect_max_ms = 2000\nstatus_every_secs = 5\n",
                 dir.join("data"),
                 root.join("templates"),
@@ -271,6 +301,7 @@ impl Agent {
             device_id: device_id.into(),
             exports,
             quarantine,
+            config,
         })
     }
 }

@@ -193,6 +193,8 @@ async fn main() -> anyhow::Result<()> {
 
     let config = PublishConfig {
         broker_url: args.broker.clone(),
+        // The bench's own broker (Mosquitto on this machine) speaks plain MQTT.
+        allow_plaintext: args.broker.starts_with("mqtt://"),
         ..PublishConfig::default()
     };
     let settings = config.build(&device)?;

@@ -25,8 +25,11 @@ pub struct PublishConfig {
     /// Environment variable holding the broker password.
     pub password_env: Option<String>,
     /// PEM file of the CA that signed the broker's certificate (`mqtts://`); absent: the
-    /// platform's root certificates.
+    /// platform's root certificates. The hub's certificate is verified against it, host name
+    /// included: a certificate from another CA is refused.
     pub tls_ca_file: Option<PathBuf>,
+    /// Accept a plain `mqtt://` broker URL (no TLS). Off by default; a WARN at every start.
+    pub allow_plaintext: bool,
     /// MQTT keep-alive.
     pub keep_alive_secs: u64,
     /// Give up a connection attempt after this long.
@@ -42,11 +45,12 @@ pub struct PublishConfig {
 impl Default for PublishConfig {
     fn default() -> Self {
         Self {
-            broker_url: "mqtt://127.0.0.1:1883".into(),
+            broker_url: "mqtts://127.0.0.1:8883".into(),
             username: String::new(),
             password_file: None,
             password_env: None,
             tls_ca_file: None,
+            allow_plaintext: false,
             keep_alive_secs: 30,
             connect_timeout_secs: 10,
             reconnect_min_ms: 500,
@@ -65,6 +69,7 @@ impl std::fmt::Debug for PublishConfig {
             .field("password_file", &self.password_file)
             .field("password_env", &self.password_env)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("allow_plaintext", &self.allow_plaintext)
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +170,19 @@ impl PublishConfig {
     pub fn build(&self, device: &DeviceId) -> Result<MqttSettings, ConfigError> {
         let broker = BrokerUrl::parse(&self.broker_url)
             .map_err(|problem| ConfigError::invalid("publish.broker_url", problem))?;
+        if !broker.tls {
+            if !self.allow_plaintext {
+                return Err(ConfigError::invalid(
+                    "publish.broker_url",
+                    format!(
+                        "{:?} is plain MQTT (password and records in clear): use mqtts:// with \
+                         publish.tls_ca_file = the hub's ca.pem, or set publish.allow_plaintext = true",
+                        self.broker_url
+                    ),
+                ));
+            }
+            tracing::warn!(broker = %self.broker_url, "publish.allow_plaintext = true: the device password and every record cross the network in clear.");
+        }
         let password = match (&self.password_file, &self.password_env) {
             (Some(path), _) => {
                 let s = std::fs::read_to_string(path).map_err(|e| {
@@ -303,6 +321,38 @@ mod tests {
         }
     }
 
+    fn plain() -> PublishConfig {
+        PublishConfig {
+            broker_url: "mqtt://127.0.0.1:1883".into(),
+            allow_plaintext: true,
+            ..PublishConfig::default()
+        }
+    }
+
+    // See: #12
+    #[test]
+    fn plain_mqtt_only_when_allowed() {
+        let device = DeviceId::new("dev-1").unwrap();
+        let c = PublishConfig {
+            allow_plaintext: false,
+            ..plain()
+        };
+        let err = c.build(&device).unwrap_err().to_string();
+        assert!(
+            err.contains("publish.broker_url") && err.contains("allow_plaintext"),
+            "{err}"
+        );
+        assert!(plain().build(&device).is_ok());
+        // TLS with a CA file that is not there: a clear error naming the key.
+        let c = PublishConfig {
+            broker_url: "mqtts://127.0.0.1:8883".into(),
+            tls_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..PublishConfig::default()
+        };
+        let err = c.build(&device).unwrap_err().to_string();
+        assert!(err.contains("publish.tls_ca_file"), "{err}");
+    }
+
     #[test]
     fn password_from_file_and_env_and_redacted_debug() {
         let dir = tempfile::tempdir().unwrap();
@@ -311,7 +361,7 @@ mod tests {
         let device = DeviceId::new("dev-1").unwrap();
         let c = PublishConfig {
             password_file: Some(pw),
-            ..PublishConfig::default()
+            ..plain()
         };
         let s = c.build(&device).unwrap();
         assert_eq!(s.credentials, Some(("dev-1".into(), "s3cret".into())));
@@ -319,7 +369,7 @@ mod tests {
 
         let c = PublishConfig {
             password_env: Some("EXAMLINK_TEST_SURELY_UNSET_VAR".into()),
-            ..PublishConfig::default()
+            ..plain()
         };
         let err = c.build(&device).unwrap_err().to_string();
         assert!(err.contains("publish.password_env"), "{err}");

@@ -56,6 +56,7 @@ pub fn synthetic(device: &DeviceId, n: u32) -> Message {
 fn publisher(device: &DeviceId, port: u16, store: &Store) -> Publisher {
     let config = PublishConfig {
         broker_url: format!("mqtt://127.0.0.1:{port}"),
+        allow_plaintext: true,
         reconnect_min_ms: 100,
         reconnect_max_ms: 500,
         status_every_secs: 1,

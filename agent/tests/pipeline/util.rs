@@ -320,7 +320,9 @@ pub fn config(dir: &Path, device: &str, port: u16) -> agent::config::Config {
     c.recognize.workers = 2;
     c.quarantine.dir = dir.join("quarantine");
     c.outbox.resend_after_secs = 2;
+    // The shared Mosquitto speaks plain MQTT.
     c.publish.broker_url = format!("mqtt://127.0.0.1:{port}");
+    c.publish.allow_plaintext = true;
     c.publish.reconnect_min_ms = 100;
     c.publish.reconnect_max_ms = 1000;
     c.publish.status_every_secs = 1;

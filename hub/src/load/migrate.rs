@@ -6,8 +6,14 @@ use tokio_postgres::Client;
 use tracing::info;
 
 /// `(version, name, sql)`, in order. Never edit an applied one: add a new file.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (
+        3,
+        "accounts_audit",
+        include_str!("../../migrations/0003_accounts_audit.sql"),
+    ),
+];
 
 /// Creates the schema if needed and applies the missing migrations; returns those applied.
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<Vec<i32>, tokio_postgres::Error> {

@@ -1,6 +1,11 @@
-//! The PostgreSQL adapter: connection settings (with the schema as `search_path`), a shared
-//! lazily reconnecting connection for the light users (auth, status, HTTP), and the
+//! The PostgreSQL adapter: connection settings (with the schema as `search_path`, optionally
+//! TLS with rustls), shared lazily reconnecting connections for the light users, and the
 //! retriable/permanent error split the load stage retries on.
+//!
+//! The hub keeps its users apart, each on its own connection: the load stage; logins and
+//! device status ([`Db`] "auth"); and the HTTP API ([`Db`] "api", whose queries run under
+//! `load.api_statement_timeout_ms`), so a slow or abusive API query never holds up a device
+//! login or a batch of records.
 
 use std::sync::Arc;
 
@@ -8,13 +13,23 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use tracing::warn;
 
-use crate::config::{ConfigError, LoadConfig};
+use crate::config::{ConfigError, LoadConfig, PgTls};
+
+/// Whether `host` names this machine (`localhost` or a loopback address).
+pub fn is_local_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 /// How to reach the database, with the password resolved.
 #[derive(Clone)]
 pub struct PgTarget {
     config: tokio_postgres::Config,
     schema: String,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for PgTarget {
@@ -41,10 +56,57 @@ impl PgTarget {
         // Schema names are checked to be plain identifiers by the config.
         config.options(format!("-c search_path={}", load.schema));
         config.application_name("examlink-hub");
+        let tls = match (load.tls, &load.tls_ca_file) {
+            (PgTls::Require, Some(ca)) => {
+                let c = crate::tls::client_config(ca).map_err(|e| ConfigError::Invalid {
+                    key: "load.tls_ca_file",
+                    problem: e.to_string(),
+                })?;
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new(c))
+            }
+            (PgTls::Require, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "load.tls_ca_file",
+                    problem: "load.tls = \"require\" needs a CA file".into(),
+                })
+            }
+            (PgTls::Disable, _) => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                None
+            }
+        };
         Ok(Self {
             config,
             schema: load.schema.clone(),
+            tls,
         })
+    }
+
+    /// Whether every host is this machine (a Unix socket or loopback).
+    pub fn is_local(&self) -> bool {
+        self.config.get_hosts().iter().all(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => is_local_host(name),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => true,
+        })
+    }
+
+    /// Whether connections use TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The same target, with every statement limited to `ms` milliseconds and its own
+    /// application name.
+    pub fn with_statement_timeout(&self, ms: u64, application: &str) -> Self {
+        let mut t = self.clone();
+        t.config.options(format!(
+            "-c search_path={} -c statement_timeout={ms}",
+            self.schema
+        ));
+        t.config.application_name(application);
+        t
     }
 
     /// The schema the hub's tables live in.
@@ -54,12 +116,26 @@ impl PgTarget {
 
     /// Opens a connection; its driver task logs and ends when the connection drops.
     pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                warn!(%error, "PostgreSQL connection closed.");
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        warn!(%error, "PostgreSQL connection closed.");
+                    }
+                });
+                client
             }
-        });
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        warn!(%error, "PostgreSQL connection closed.");
+                    }
+                });
+                client
+            }
+        };
         Ok(client)
     }
 }

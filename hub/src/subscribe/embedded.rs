@@ -188,6 +188,7 @@ impl EmbeddedBroker {
             login: Some((HUB_USER.to_owned(), self.secret.clone())),
             keep_alive: Duration::from_secs(30),
             max_packet_bytes,
+            tls_ca: None,
         }
     }
 }

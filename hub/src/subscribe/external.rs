@@ -42,6 +42,17 @@ pub fn endpoint(config: &ExternalConfig, max_packet_bytes: usize) -> Result<Endp
         }
         (None, None) => None,
     };
+    let tls_ca = match (&config.tls, &config.tls_ca_file) {
+        (true, Some(path)) => Some(std::fs::read(path).map_err(|error| ConfigError::Io {
+            key: "subscribe.external.tls_ca_file",
+            path: path.clone(),
+            error,
+        })?),
+        _ => None,
+    };
+    if tls_ca.is_none() && !crate::load::postgres::is_local_host(&config.host) {
+        tracing::warn!(host = %config.host, "subscribe.external.tls = false: the hub's broker login and every record cross the network in clear.");
+    }
     Ok(Endpoint {
         host: config.host.clone(),
         port: config.port,
@@ -53,6 +64,7 @@ pub fn endpoint(config: &ExternalConfig, max_packet_bytes: usize) -> Result<Endp
         login,
         keep_alive: Duration::from_secs(config.keep_alive_secs),
         max_packet_bytes,
+        tls_ca,
     })
 }
 

@@ -15,14 +15,18 @@
 //! An open session's login is checked again every `recheck_login_secs`: a device revoked or
 //! rotated meanwhile is disconnected (its next CONNECT needs the new password).
 //!
-//! Everything else, and everything from the broker, passes through unchanged. With
-//! `tls_cert_file`/`tls_key_file` the listener speaks TLS (rustls) and the checks above run on
-//! the decrypted stream.
+//! Before any of that, the [`Guard`]: an address at its connection cap is closed at accept, an
+//! address backing off after failed logins is refused without hashing, and a CONNECT whose
+//! fixed header claims more than `max_connect_bytes` is refused from the header alone, before
+//! its body is read (so unauthenticated clients cannot make the hub buffer much).
+//!
+//! Everything else, and everything from the broker, passes through unchanged. The listener
+//! speaks TLS (rustls, [`crate::tls`]) unless plaintext is allowed; the checks above run on
+//! the decrypted stream. The topic rules themselves are [`acl`](super::acl).
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::{
@@ -36,9 +40,11 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{Account, Credentials, Refusal, Role};
 use crate::config::Secret;
+use crate::guard::Guard;
+use crate::subscribe::acl::{may_publish, may_subscribe};
 use crate::subscribe::Inbound;
 use crate::telemetry;
-use record::topic::{self, parse_device_topic, DeviceTopic};
+use record::topic::DeviceTopic;
 
 /// A connection the gate dropped.
 #[derive(Debug, thiserror::Error)]
@@ -55,39 +61,6 @@ pub enum GateError {
     /// The TLS handshake failed.
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
-}
-
-/// The TLS certificate or key of the device listener could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {problem}")]
-pub struct TlsSetupError {
-    /// The file.
-    pub path: std::path::PathBuf,
-    /// What is wrong.
-    pub problem: String,
-}
-
-/// A TLS acceptor from a PEM certificate chain and private key.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
-    let err = |path: &Path, problem: String| TlsSetupError {
-        path: path.to_owned(),
-        problem,
-    };
-    let read = |path: &Path| std::fs::read(path).map_err(|e| err(path, e.to_string()));
-    let chain = rustls_pemfile::certs(&mut read(cert)?.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(cert, format!("not a PEM certificate chain: {e}")))?;
-    if chain.is_empty() {
-        return Err(err(cert, "no certificate in the file".into()));
-    }
-    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-        .map_err(|e| err(key, format!("not a PEM private key: {e}")))?
-        .ok_or_else(|| err(key, "no private key in the file".into()))?;
-    let config = tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| err(cert, format!("certificate and key do not go together: {e}")))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl From<rumqttc::mqttbytes::Error> for GateError {
@@ -116,6 +89,10 @@ pub struct GateContext {
     pub connect_timeout: Duration,
     /// Most connections.
     pub max_connections: usize,
+    /// Largest CONNECT packet.
+    pub max_connect_bytes: usize,
+    /// Per-address limits and the hashing semaphore.
+    pub guard: Arc<Guard>,
 }
 
 /// Accepts device connections until shutdown, one task per connection.
@@ -139,16 +116,22 @@ pub async fn run(listener: TcpListener, ctx: Arc<GateContext>, shutdown: watch::
             warn!(%peer, "Connection limit reached; closing.");
             continue;
         };
+        let Some(slot) = ctx.guard.connection(peer.ip()) else {
+            debug!(%peer, "Connections per address at the cap; closing.");
+            metrics::counter!(telemetry::GUARD_REFUSED, "why" => "address_cap").increment(1);
+            continue;
+        };
         let (ctx, mut stop) = (ctx.clone(), shutdown.clone());
         let span = tracing::info_span!("device_connection", %peer, device = tracing::field::Empty);
         tokio::spawn(
             async move {
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => {}
-                    r = accept(stream, &ctx) => if let Err(error) = r {
+                    r = accept(stream, peer.ip(), &ctx) => if let Err(error) = r {
                         debug!(%error, "Device connection ended.");
                     }
                 }
+                drop(slot);
                 drop(permit);
             }
             .instrument(span),
@@ -157,10 +140,10 @@ pub async fn run(listener: TcpListener, ctx: Arc<GateContext>, shutdown: watch::
 }
 
 /// TLS handshake where configured, then [`serve`].
-async fn accept(client: TcpStream, ctx: &GateContext) -> Result<(), GateError> {
+async fn accept(client: TcpStream, ip: IpAddr, ctx: &GateContext) -> Result<(), GateError> {
     client.set_nodelay(true)?;
     match &ctx.tls {
-        None => serve(client, ctx).await,
+        None => serve(client, ip, ctx).await,
         Some(acceptor) => {
             let tls = tokio::time::timeout(ctx.connect_timeout, acceptor.accept(client))
                 .await
@@ -169,23 +152,56 @@ async fn accept(client: TcpStream, ctx: &GateContext) -> Result<(), GateError> {
                     metrics::counter!(telemetry::CONNECTS_REFUSED, "code" => "tls").increment(1);
                     GateError::Tls(e)
                 })?;
-            serve(tls, ctx).await
+            serve(tls, ip, ctx).await
         }
     }
 }
 
+/// Reads the CONNECT (the first packet) into `buf`: refuses from the fixed header alone a
+/// packet larger than `max_bytes`, or anything that is not a CONNECT. `Ok(None)`: more bytes
+/// are needed. Sans-IO, so the property tests feed it arbitrary bytes.
+pub fn read_connect(
+    buf: &mut BytesMut,
+    max_bytes: usize,
+) -> Result<Option<rumqttc::Connect>, GateError> {
+    // The packet type is in the first byte's high nibble: refuse anything else at once.
+    if buf.first().is_some_and(|b| b >> 4 != 1) {
+        return Err(GateError::Protocol("first packet is not CONNECT".into()));
+    }
+    let header = match check(buf.iter(), max_bytes) {
+        Ok(h) => h,
+        Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+        Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n)) => {
+            return Err(GateError::Protocol(format!(
+                "CONNECT of {n} bytes exceeds the {max_bytes}-byte limit"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if header.packet_type()? != PacketType::Connect {
+        return Err(GateError::Protocol("first packet is not CONNECT".into()));
+    }
+    let frame = buf.split_to(header.frame_length()).freeze();
+    Ok(Some(rumqttc::Connect::read(header, frame)?))
+}
+
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut client: S,
+    ip: IpAddr,
     ctx: &GateContext,
 ) -> Result<(), GateError> {
-    let mut cbuf = BytesMut::with_capacity(8192);
-    let connect = tokio::time::timeout(ctx.connect_timeout, async {
+    // Small until the device is authenticated; `read_buf` grows it only as far as the CONNECT
+    // needs (at most max_connect_bytes plus one read).
+    let mut cbuf = BytesMut::with_capacity(512);
+    let mut connect = tokio::time::timeout(ctx.connect_timeout, async {
         loop {
-            match rumqttc::mqttbytes::v4::read(&mut cbuf, ctx.max_packet_bytes) {
-                Ok(p) => return Ok(p),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => return Err(GateError::from(e)),
+            if let Some(c) = read_connect(&mut cbuf, ctx.max_connect_bytes)? {
+                return Ok(c);
             }
+            if cbuf.len() > ctx.max_connect_bytes {
+                return Err(GateError::Protocol("CONNECT too large".into()));
+            }
+            cbuf.reserve(512);
             if client.read_buf(&mut cbuf).await? == 0 {
                 return Err(GateError::Protocol("closed before CONNECT".into()));
             }
@@ -193,9 +209,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     })
     .await
     .map_err(|_| GateError::ConnectTimeout)??;
-    let rumqttc::Packet::Connect(mut connect) = connect else {
-        return Err(GateError::Protocol("first packet is not CONNECT".into()));
-    };
     if connect.protocol != rumqttc::Protocol::V4 {
         return refuse(
             &mut client,
@@ -213,11 +226,24 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         )
         .await;
     };
-    let account = match ctx
+    if let Err(wait) = ctx.guard.may_try(ip, Instant::now()) {
+        debug!(user = %login.username, wait_ms = wait.as_millis() as u64, "Address backing off after failed logins; CONNECT refused.");
+        metrics::counter!(telemetry::GUARD_REFUSED, "why" => "backoff").increment(1);
+        return refuse(&mut client, ConnectReturnCode::NotAuthorized, "backoff").await;
+    }
+    let verified = ctx
         .credentials
         .verify(&login.username, &login.password)
-        .await
-    {
+        .await;
+    match &verified {
+        Ok(_) => ctx.guard.succeeded(ip),
+        Err(Refusal::BadCredentials) => {
+            ctx.guard.failed(ip, Instant::now());
+            metrics::counter!(telemetry::LOGINS_REFUSED, "via" => "mqtt").increment(1);
+        }
+        Err(Refusal::Unavailable) => {}
+    }
+    let account = match verified {
         Ok(a) if connect.client_id == a.device.as_str() => a,
         Ok(_) => {
             warn!(client_id = %connect.client_id, user = %login.username, "Client id differs from username; refused.");
@@ -287,6 +313,8 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     account: &Account,
     ctx: &GateContext,
 ) -> Result<(), GateError> {
+    // Authenticated now: the buffer may grow to packet size as traffic needs.
+    cbuf.reserve(8192);
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut br, mut bw) = broker.split();
     let mut bbuf = BytesMut::with_capacity(8192);
@@ -392,75 +420,82 @@ fn judge(
     }
 }
 
-/// Whether `account` may publish on `topic`; `Err` says why not.
-pub fn may_publish(account: &Account, topic: &str) -> Result<(), String> {
-    if account.role != Role::Device {
-        return Err("reader accounts may not publish".into());
-    }
-    match parse_device_topic(topic) {
-        Some((d, kind)) if d == account.device && kind != DeviceTopic::Receipts => Ok(()),
-        Some((d, _)) if d != account.device => Err(format!(
-            "device {} may not publish under device {d}'s topic",
-            account.device
-        )),
-        _ => Err(format!(
-            "device {} may not publish on {topic:?}",
-            account.device
-        )),
-    }
-}
-
-/// Whether `account` may subscribe to `filter`.
-pub fn may_subscribe(account: &Account, filter: &str) -> bool {
-    match account.role {
-        Role::Device => filter == DeviceTopic::Receipts.topic(&account.device),
-        Role::Reader => {
-            let results = format!("{}/{}/", topic::ROOT, topic::RESULTS);
-            let status = filter
-                .strip_prefix(&format!("{}/{}/", topic::ROOT, topic::DEVICES))
-                .and_then(|rest| rest.split_once('/'))
-                .is_some_and(|(dev, kind)| {
-                    kind == topic::STATUS && !dev.contains('#') && !dev.is_empty()
-                });
-            filter.starts_with(&results) || status
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use record::DeviceId;
 
-    fn acct(id: &str, role: Role) -> Account {
-        Account {
-            device: DeviceId::new(id).unwrap(),
-            role,
+    fn valid_connect() -> Vec<u8> {
+        let mut c = rumqttc::Connect::new("autoref-01");
+        c.login = Some(Login::new("autoref-01", "secret"));
+        let mut out = BytesMut::new();
+        c.write(&mut out).unwrap();
+        out.to_vec()
+    }
+
+    #[test]
+    fn a_valid_connect_is_read_whole_and_a_huge_one_from_its_header() {
+        let bytes = valid_connect();
+        // Byte by byte: more is needed until the last byte, then the CONNECT.
+        let mut buf = BytesMut::new();
+        for (i, b) in bytes.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let r = read_connect(&mut buf, 4096).unwrap();
+            assert_eq!(r.is_some(), i + 1 == bytes.len());
         }
+        // A header claiming 1 MiB is refused with only the header in hand.
+        let mut buf = BytesMut::from(&[0x10u8, 0xFF, 0xFF, 0x3F][..]);
+        let e = read_connect(&mut buf, 4096).unwrap_err();
+        assert!(e.to_string().contains("exceeds"), "{e}");
+        // Anything but a CONNECT first is refused from its first byte.
+        let mut buf = BytesMut::from(&[0x30u8][..]);
+        assert!(read_connect(&mut buf, 4096).is_err());
     }
 
-    #[test]
-    fn devices_publish_only_under_their_own_topics() {
-        let a = acct("autoref-01", Role::Device);
-        assert!(may_publish(&a, "examlink/v1/devices/autoref-01/records").is_ok());
-        assert!(may_publish(&a, "examlink/v1/devices/autoref-01/status").is_ok());
-        let err = may_publish(&a, "examlink/v1/devices/autoref-02/records").unwrap_err();
-        assert!(err.contains("autoref-02"), "{err}");
-        assert!(may_publish(&a, "examlink/v1/devices/autoref-01/receipts").is_err());
-        assert!(may_publish(&a, "examlink/v1/results/autoref/autoref-01").is_err());
-        assert!(may_publish(&acct("r", Role::Reader), "examlink/v1/devices/r/records").is_err());
-    }
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
 
-    #[test]
-    fn subscriptions_are_scoped() {
-        let a = acct("autoref-01", Role::Device);
-        assert!(may_subscribe(&a, "examlink/v1/devices/autoref-01/receipts"));
-        assert!(!may_subscribe(&a, "examlink/v1/devices/+/receipts"));
-        assert!(!may_subscribe(&a, "#"));
-        let r = acct("dash", Role::Reader);
-        assert!(may_subscribe(&r, "examlink/v1/results/#"));
-        assert!(may_subscribe(&r, "examlink/v1/devices/+/status"));
-        assert!(!may_subscribe(&r, "examlink/v1/devices/+/records"));
-        assert!(!may_subscribe(&r, "examlink/v1/devices/#"));
+        // Random bytes, and a valid CONNECT mutated: never a panic; either more bytes are
+        // wanted while the buffer is within the cap, a CONNECT, or an error.
+        #[test]
+        fn connect_parsing_is_total_and_bounded(
+            noise in prop::collection::vec(any::<u8>(), 0..600),
+            flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            cut in any::<usize>(),
+            mutate in any::<bool>(),
+        ) {
+            let mut bytes = if mutate { valid_connect() } else { noise.clone() };
+            if mutate {
+                for (i, b) in &flips {
+                    let n = bytes.len();
+                    bytes[i % n] ^= b;
+                }
+                bytes.truncate(cut % (bytes.len() + 1));
+                bytes.extend_from_slice(&noise);
+            }
+            let max = 256;
+            let mut buf = BytesMut::from(&bytes[..]);
+            match read_connect(&mut buf, max) {
+                Ok(None) => prop_assert!(bytes.len() <= max + 5),
+                Ok(Some(c)) => prop_assert!(c.client_id.len() <= max),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        // Frames after login: whatever a device sends, the gate's judge never panics.
+        #[test]
+        fn judging_random_frames_never_panics(
+            bytes in prop::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let account = Account { device: DeviceId::new("autoref-01").unwrap(), role: Role::Device };
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(h) = check(buf.iter(), 1024) {
+                let frame = buf.split_to(h.frame_length()).freeze();
+                if judge(h, frame, &account).is_err() {
+                    break;
+                }
+            }
+        }
     }
 }

@@ -4,10 +4,11 @@
 //! - [`mqtt`]: the hub's own MQTT client connections (one subscribing, one publishing), used in
 //!   both modes.
 //! - [`embedded`]: the in-process `rumqttd` broker behind the device [`gate`].
-//! - [`gate`]: the device-facing listener: authenticates at CONNECT and lets a device publish and
-//!   subscribe only under its own topics.
+//! - [`gate`]: the device-facing listener: authenticates at CONNECT and enforces [`acl`].
+//! - [`acl`]: who may publish and subscribe where (pure rules).
 //! - [`external`]: the settings for an external broker with a shared subscription.
 
+pub mod acl;
 pub mod embedded;
 pub mod external;
 pub mod gate;

@@ -39,6 +39,8 @@ pub struct Endpoint {
     pub keep_alive: Duration,
     /// Largest packet either way.
     pub max_packet_bytes: usize,
+    /// TLS, trusting these PEM CA certificates; `None`: plain TCP.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl Endpoint {
@@ -54,6 +56,15 @@ impl Endpoint {
             .set_inflight(1000);
         if let Some((user, password)) = &self.login {
             o.set_credentials(user.clone(), password.expose());
+        }
+        if let Some(ca) = &self.tls_ca {
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Simple {
+                    ca: ca.clone(),
+                    alpn: None,
+                    client_auth: None,
+                },
+            ));
         }
         o
     }

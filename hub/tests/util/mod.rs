@@ -1,6 +1,10 @@
 //! Test harness: a PostgreSQL schema per test (dropped at the end), hubs started in-process on
-//! free ports, MQTT device and reader clients, and waiting helpers. Deadlines here are guard
-//! rails against hangs, never assertions about speed.
+//! free ports, MQTT device and reader clients, HTTPS requests, and waiting helpers. Deadlines
+//! here are guard rails against hangs, never assertions about speed.
+//!
+//! Hubs start as they do out of the box: TLS on both listeners with the certificate the hub
+//! generates at first start (in the test's temp folder). [`TestHub::broker`] and
+//! [`TestHub::request`] trust that hub's CA, so every test talks TLS without asking for it.
 
 #![allow(dead_code)]
 
@@ -67,7 +71,17 @@ impl TestSchema {
     pub async fn add_device(&self, id: &str, device_type: &str) -> String {
         let c = self.client().await;
         let d = DeviceId::new(id).unwrap();
-        hub::auth::add_device(&c, &d, device_type)
+        hub::auth::add_device(&c, "cli:test", &d, device_type)
+            .await
+            .unwrap()
+            .expose()
+            .to_owned()
+    }
+
+    /// Creates a person's account; returns the password.
+    pub async fn add_user(&self, name: &str, role: hub::users::UserRole) -> String {
+        let c = self.client().await;
+        hub::users::add_user(&c, "cli:test", name, role, None)
             .await
             .unwrap()
             .expose()
@@ -143,13 +157,50 @@ impl Drop for TestSchema {
     }
 }
 
+/// Where an MQTT client connects: a port on 127.0.0.1, with TLS trusting `ca` (PEM) or plain.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    pub port: u16,
+    pub ca: Option<Vec<u8>>,
+}
+
+impl Broker {
+    /// Plain MQTT (the shared Mosquitto).
+    pub fn plain(port: u16) -> Self {
+        Self { port, ca: None }
+    }
+
+    /// MQTT over TLS, trusting the CA file at `ca`.
+    pub fn tls(port: u16, ca: &std::path::Path) -> Self {
+        Self {
+            port,
+            ca: Some(std::fs::read(ca).expect("CA file readable")),
+        }
+    }
+
+    /// Client options for `client_id`.
+    pub fn options(&self, client_id: &str) -> MqttOptions {
+        match &self.ca {
+            None => MqttOptions::new(client_id, "127.0.0.1", self.port),
+            Some(ca) => {
+                // The generated certificate names localhost and 127.0.0.1.
+                let mut o = MqttOptions::new(client_id, "localhost", self.port);
+                o.set_transport(rumqttc::Transport::tls(ca.clone(), None, None));
+                o
+            }
+        }
+    }
+}
+
 /// A hub running in this process.
 pub struct TestHub {
     pub mqtt: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// The CA file clients trust (`None` when the test configured plaintext or its own cert).
+    pub ca_file: Option<PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), hub::HubError>>>,
-    _templates: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl TestHub {
@@ -170,6 +221,7 @@ impl TestHub {
         c.subscribe.embedded.listen = "127.0.0.1:0".parse().unwrap();
         c.subscribe.external.share_group = group.to_owned();
         c.http.listen = "127.0.0.1:0".into();
+        c.tls.generate_dir = templates.with_file_name("tls");
         c
     }
 
@@ -185,11 +237,14 @@ impl TestHub {
         tweak: impl FnOnce(&mut HubConfig),
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        hub::testkit::write_templates(dir.path()).unwrap();
-        let mut config = Self::config(schema, dir.path().to_owned(), mode, group);
+        let templates = dir.path().join("templates");
+        std::fs::create_dir_all(&templates).unwrap();
+        hub::testkit::write_templates(&templates).unwrap();
+        let mut config = Self::config(schema, templates, mode, group);
         tweak(&mut config);
         let h = hub::Hub::bind(config).await.expect("hub binds");
         let (mqtt, http) = (h.mqtt_addr(), h.http_addr());
+        let ca_file = h.ca_file().map(|p| p.to_owned());
         let mut ready = h.ready();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(h.run(async move {
@@ -202,9 +257,19 @@ impl TestHub {
         Self {
             mqtt,
             http,
+            ca_file,
             stop: Some(tx),
             task: Some(task),
-            _templates: dir,
+            _dir: dir,
+        }
+    }
+
+    /// The embedded broker, as a device reaches it (TLS with the hub's CA unless plaintext).
+    pub fn broker(&self) -> Broker {
+        let port = self.mqtt.expect("embedded mode").port();
+        match &self.ca_file {
+            Some(ca) => Broker::tls(port, ca),
+            None => Broker::plain(port),
         }
     }
 
@@ -222,19 +287,114 @@ impl TestHub {
         }
     }
 
+    /// `GET path` without credentials.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.http.unwrap(), path).await
+        let r = self.request("GET", path, &[], "").await;
+        (r.status, r.body)
+    }
+
+    /// `GET path` with `Authorization: Bearer token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, String) {
+        let auth = format!("Bearer {token}");
+        let r = self
+            .request("GET", path, &[("Authorization", auth.as_str())], "")
+            .await;
+        (r.status, r.body)
+    }
+
+    /// A bearer token for `name` (`POST /api/token`); panics unless the login succeeds.
+    pub async fn token(&self, name: &str, password: &str) -> String {
+        let r = self.login("/api/token", name, password).await;
+        assert_eq!(r.status, 200, "login of {name}: {}", r.body);
+        r.body
+    }
+
+    /// POSTs a login form to `path` (`/api/token` or `/login`).
+    pub async fn login(&self, path: &str, name: &str, password: &str) -> Response {
+        let body = form(&[("name", name), ("password", password)]);
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &body,
+        )
+        .await
+    }
+
+    /// One HTTP/1.1 request over TLS to the hub (trusting its CA), or plain when it has none.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
+        http_request(self.http.unwrap(), self.ca_file.as_deref(), method, path, headers, body)
+            .await
     }
 }
 
-/// A minimal HTTP/1.1 GET (the hub's own API needs nothing more).
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// `k=v&...`, URL-encoded.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap()
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header lines, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A rustls client trusting the CA file at `ca`.
+pub fn tls_connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    let config = hub::tls::client_config(ca).expect("CA usable");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// A minimal HTTP/1.1 client (the hub's own API needs nothing more): TLS trusting `ca` when
+/// given, server name `localhost`.
+pub async fn http_request(
+    addr: SocketAddr,
+    ca: Option<&std::path::Path>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
+    match ca {
+        None => {
+            let mut s = tcp;
+            s.write_all(req.as_bytes()).await.unwrap();
+            s.read_to_end(&mut buf).await.ok();
+        }
+        Some(ca) => {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut s = tls_connector(ca).connect(name, tcp).await.expect("TLS handshake");
+            s.write_all(req.as_bytes()).await.unwrap();
+            // A server closing without close_notify is fine for a test client.
+            s.read_to_end(&mut buf).await.ok();
+        }
+    }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text
         .split(' ')
@@ -245,15 +405,22 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(&body)
-    } else {
-        body
-    };
-    (status, body)
+    let head = text.split_once("\r\n\r\n").map_or(text.as_str(), |(h, _)| h);
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(&body) } else { body };
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(body: &str) -> String {
@@ -285,13 +452,12 @@ impl Drop for Client {
 
 /// Connects; `Err` carries the CONNACK refusal (or the connection error text).
 pub async fn connect(
-    host: &str,
-    port: u16,
+    broker: &Broker,
     client_id: &str,
     login: Option<(&str, &str)>,
     subscribe: &[String],
 ) -> Result<Client, String> {
-    let mut o = MqttOptions::new(client_id, host, port);
+    let mut o = broker.options(client_id);
     if let Some((u, p)) = login {
         o.set_credentials(u, p);
     }
@@ -365,18 +531,11 @@ pub async fn connect_with(mut o: MqttOptions, subscribe: &[String]) -> Result<Cl
 /// Connects a registered device to an embedded hub (username = client id = device id) and
 /// subscribes it to its receipts.
 pub async fn device(hub: &TestHub, id: &str, password: &str) -> Client {
-    let addr = hub.mqtt.unwrap();
     let d = DeviceId::new(id).unwrap();
     let receipts = record::topic::DeviceTopic::Receipts.topic(&d);
-    connect(
-        &addr.ip().to_string(),
-        addr.port(),
-        id,
-        Some((id, password)),
-        &[receipts],
-    )
-    .await
-    .expect("device connects")
+    connect(&hub.broker(), id, Some((id, password)), &[receipts])
+        .await
+        .expect("device connects")
 }
 
 impl Client {

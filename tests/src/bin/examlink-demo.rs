@@ -18,6 +18,8 @@ use fleet::{db, free_port, repo_root, score};
 
 /// The read-only account the printed `mosquitto_sub` line uses.
 const VIEWER: &str = "viewer";
+/// The person's account (role reader) the printed API lines and the status page use.
+const READER: &str = "demo";
 
 /// One device per layout: (device id, template).
 const DEVICES: &[(&str, &str)] = &[
@@ -106,7 +108,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             _ => hub.add_device(id, template.split('_').next().unwrap_or(template))?,
         };
         std::fs::create_dir_all(&dir)?;
-        let agent = Agent::new(&dir, id, &password, mqtt_port)?;
+        let agent = Agent::new(&dir, id, &password, mqtt_port, &hub.ca_file())?;
         devices.push(Device::new(
             id,
             template,
@@ -127,16 +129,35 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    // A person's account for the API and the status page.
+    let reader_file = workdir.join("reader-password");
+    let reader = match std::fs::read_to_string(&reader_file) {
+        Ok(p) if !p.trim().is_empty() => p.trim().to_owned(),
+        _ => {
+            let p = hub.add_user(READER, "reader")?;
+            std::fs::write(&reader_file, &p)?;
+            p
+        }
+    };
+
     hub.proc.start()?;
     wait_for_port(mqtt_port, Duration::from_secs(30))
         .context("waiting for the hub's broker (see var/demo/hub/hub.log)")?;
     for a in &mut agents {
         a.proc.start()?;
     }
-    println!("examlink demo: hub broker on 127.0.0.1:{mqtt_port}, status page http://127.0.0.1:{http_port}/");
-    println!("  records API:   curl 'http://127.0.0.1:{http_port}/api/records?limit=5'");
+    let ca = hub.ca_file();
+    let ca = ca.display();
+    println!("examlink demo: hub broker on mqtts://127.0.0.1:{mqtt_port}, status page https://127.0.0.1:{http_port}/ (TLS with the hub's own CA {ca})");
+    println!("  log in as {READER} / {reader}");
     println!(
-        "  live results:  mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -V mqttv311 -i {VIEWER} -u {VIEWER} -P '{viewer}' -t 'examlink/v1/results/#' -v"
+        "  records API:   TOKEN=$(curl -s --cacert {ca} -d name={READER} --data-urlencode 'password={reader}' https://127.0.0.1:{http_port}/api/token)"
+    );
+    println!(
+        "                 curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" 'https://127.0.0.1:{http_port}/api/records?limit=5'"
+    );
+    println!(
+        "  live results:  mosquitto_sub --cafile {ca} -h 127.0.0.1 -p {mqtt_port} -V mqttv311 -i {VIEWER} -u {VIEWER} -P '{viewer}' -t 'examlink/v1/results/#' -v"
     );
     println!(
         "  logs and data: {}   (Ctrl-C stops everything)\n",

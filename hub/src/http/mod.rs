@@ -1,0 +1,36 @@
+//! HTTP (axum over hyper, TLS by default): health, Prometheus metrics, the query API and the
+//! pages, behind people's logins ([`crate::users`]).
+//!
+//! | route | who | answer |
+//! |---|---|---|
+//! | `GET /healthz` | anyone | `200 ok` when PostgreSQL answers, else `503` |
+//! | `GET /metrics` | anyone | Prometheus text format (no patient data) |
+//! | `POST /api/token` | anyone | form `name`, `password` → a bearer token (text); `401` wrong, `429` backing off |
+//! | `POST /api/logout` | bearer | ends the token |
+//! | `GET /api/records?patient_id=&device_id=&from=&to=&limit=&offset=` | reader | stored records, newest capture first; `from`/`to` RFC 3339 bounds on `captured_at`; `limit` ≤ 1000 (default 100); audited |
+//! | `GET /api/devices` | reader | the fleet: type, last seen, online, backlog, agent version |
+//! | `POST /api/devices` | admin | form `id`, `type` → `201` and the device's password (text, once); audited |
+//! | `GET /api/audit?limit=&actor=&action=` | admin | the audit trail, JSON |
+//! | `GET /login`, `POST /login` | anyone | login form; sets the session cookie |
+//! | `POST /logout` | page session + CSRF | ends the session |
+//! | `GET /` | reader | the fleet as a plain HTML page |
+//!
+//! Without a valid session: `401` (`WWW-Authenticate: Bearer`). With a role that may not:
+//! `403`. A page session's changes (every POST but the login) need its CSRF token, as the
+//! `csrf` form field or the `X-CSRF-Token` header; bearer tokens are not ambient, so they need
+//! none. Modules:
+//!
+//! - [`router`]: the routes, their shared state, the error type.
+//! - [`session`]: who is asking: bearer token or cookie, roles, CSRF; login and logout.
+//! - [`api`]: the JSON API.
+//! - [`pages`]: the HTML pages.
+//! - [`serve`]: the accept loop: per-address connection cap, TLS, header timeout.
+
+pub mod api;
+pub mod pages;
+pub mod router;
+pub mod serve;
+pub mod session;
+
+pub use router::{router, HttpError, HttpState};
+pub use session::{Authed, PeerAddr};
