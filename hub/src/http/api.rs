@@ -141,15 +141,15 @@ pub async fn records(
 /// One row of `/api/devices`.
 #[derive(Debug, Serialize)]
 pub struct DeviceRow {
-    device_id: String,
-    device_type: String,
-    revoked: bool,
-    last_seen_at: Option<DateTime<Utc>>,
-    online: bool,
-    backlog: Option<i64>,
-    agent_version: Option<String>,
-    last_error: Option<String>,
-    records: i64,
+    pub(crate) device_id: String,
+    pub(crate) device_type: String,
+    pub(crate) revoked: bool,
+    pub(crate) last_seen_at: Option<DateTime<Utc>>,
+    pub(crate) online: bool,
+    pub(crate) backlog: Option<i64>,
+    pub(crate) agent_version: Option<String>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) records: i64,
 }
 
 /// The fleet, as the API and the page show it.
