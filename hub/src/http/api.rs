@@ -60,8 +60,13 @@ impl RecordsQuery {
                 "limit must be 1..=1000 and offset 0..=10000000".into(),
             ));
         }
-        for (name, v) in [("patient_id", &self.patient_id), ("device_id", &self.device_id)] {
-            if v.as_ref().is_some_and(|v| v.chars().count() > MAX_PARAM_CHARS) {
+        for (name, v) in [
+            ("patient_id", &self.patient_id),
+            ("device_id", &self.device_id),
+        ] {
+            if v.as_ref()
+                .is_some_and(|v| v.chars().count() > MAX_PARAM_CHARS)
+            {
                 return Err(HttpError::BadRequest(format!(
                     "{name} longer than {MAX_PARAM_CHARS} characters"
                 )));
