@@ -386,9 +386,15 @@ async fn hub_killed_mid_stream_and_restarted_stores_every_record_exactly_once() 
     let records: Vec<Record> = (0..300).map(|n| testkit::record(&dev(id), n)).collect();
     let receipts = record::topic::DeviceTopic::Receipts.topic(&dev(id));
     let connect_device = || async {
+        let ca = etc.path().join("tls/ca.pem");
         for _ in 0..600 {
+            // The hub writes its CA file at its first start.
+            if !ca.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
             if let Ok(c) = connect(
-                &Broker::tls(port, &etc.path().join("tls/ca.pem")),
+                &Broker::tls(port, &ca),
                 id,
                 Some((id, &pw)),
                 std::slice::from_ref(&receipts),
