@@ -91,7 +91,11 @@ pub async fn list(
     client: &impl GenericClient,
     filter: &Filter,
 ) -> Result<Vec<Entry>, tokio_postgres::Error> {
-    let limit = if filter.limit <= 0 { 1000 } else { filter.limit };
+    let limit = if filter.limit <= 0 {
+        1000
+    } else {
+        filter.limit
+    };
     let rows = client
         .query(
             "SELECT id, at, actor, action, detail FROM ( \

@@ -413,7 +413,10 @@ impl HubConfig {
             ));
         }
         if l.api_statement_timeout_ms == 0 {
-            return Err(invalid("load.api_statement_timeout_ms", "must be at least 1"));
+            return Err(invalid(
+                "load.api_statement_timeout_ms",
+                "must be at least 1",
+            ));
         }
         let e = &self.subscribe.external;
         if self.subscribe.mode == BrokerMode::External {
@@ -516,10 +519,12 @@ mod tests {
         assert!(err.to_string().starts_with("load.tls_ca_file"), "{err}");
         let err = HubConfig::from_toml_str("t", "[guard]\nmax_concurrent_hashes = 0").unwrap_err();
         assert!(err.to_string().starts_with("guard."), "{err}");
-        let err = HubConfig::from_toml_str("t", "[subscribe.embedded]\nmax_connect_bytes = 1048576")
-            .unwrap_err();
+        let err =
+            HubConfig::from_toml_str("t", "[subscribe.embedded]\nmax_connect_bytes = 1048576")
+                .unwrap_err();
         assert!(
-            err.to_string().starts_with("subscribe.embedded.max_connect_bytes"),
+            err.to_string()
+                .starts_with("subscribe.embedded.max_connect_bytes"),
             "{err}"
         );
     }

@@ -170,8 +170,7 @@ impl Guard {
         let forget = self.forget_after();
         let mut map = self.lock();
         let a = self.entry(&mut map, ip, now);
-        if a
-            .last_failure
+        if a.last_failure
             .is_some_and(|t| now.saturating_duration_since(t) >= forget)
         {
             a.failures = 0;
@@ -257,7 +256,10 @@ mod tests {
         assert!(g.connection(a).is_none(), "third from the same address");
         assert!(g.connection(b).is_some(), "another address is not affected");
         drop(s1);
-        assert!(g.connection(a).is_some(), "a closed connection frees its slot");
+        assert!(
+            g.connection(a).is_some(),
+            "a closed connection frees its slot"
+        );
     }
 
     #[test]

@@ -180,10 +180,10 @@ impl Hub {
         // Separate connections: logins and device status, and the HTTP API (under a
         // statement_timeout). The load stage has its own.
         let db = Arc::new(Db::new(self.target.clone()));
-        let api_db = Arc::new(Db::new(self.target.with_statement_timeout(
-            c.load.api_statement_timeout_ms,
-            "examlink-hub-api",
-        )));
+        let api_db = Arc::new(Db::new(
+            self.target
+                .with_statement_timeout(c.load.api_statement_timeout_ms, "examlink-hub-api"),
+        ));
         let guard = Guard::new(c.guard.clone());
         {
             // Make the dummy hash now, not during the first unknown login.

@@ -201,7 +201,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     since,
                     limit,
                 };
-                for e in hub::audit::list(&client, &filter).await.context("reading the audit trail")? {
+                for e in hub::audit::list(&client, &filter)
+                    .await
+                    .context("reading the audit trail")?
+                {
                     if json {
                         println!("{}", serde_json::to_string(&e)?);
                     } else {
@@ -284,7 +287,10 @@ async fn user(config: &HubConfig, action: UserAction) -> anyhow::Result<()> {
             let from_file = given.is_some();
             let pw = hub::users::add_user(&client, &actor, &name, role, given).await?;
             if from_file {
-                println!("user {name} ({}) added with the password from the file", role.as_str());
+                println!(
+                    "user {name} ({}) added with the password from the file",
+                    role.as_str()
+                );
             } else {
                 println!(
                     "user {name} ({}) added; password (shown once): {}",

@@ -55,12 +55,14 @@ impl SecretRef {
                 })?;
                 Ok(Some(Secret(text.trim_end().to_owned())))
             }
-            (None, Some(var)) => std::env::var(var)
-                .map(|v| Some(Secret(v)))
-                .map_err(|_| ConfigError::Invalid {
-                    key,
-                    problem: format!("environment variable {var} is not set"),
-                }),
+            (None, Some(var)) => {
+                std::env::var(var)
+                    .map(|v| Some(Secret(v)))
+                    .map_err(|_| ConfigError::Invalid {
+                        key,
+                        problem: format!("environment variable {var} is not set"),
+                    })
+            }
             (None, None) => Ok(None),
         }
     }

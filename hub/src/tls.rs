@@ -217,9 +217,7 @@ pub fn acceptor(
 
 /// A rustls client configuration trusting the certificates in `ca_pem` (for the hub's own
 /// TLS clients: PostgreSQL and an external broker).
-pub fn client_config(
-    ca_file: &Path,
-) -> Result<tokio_rustls::rustls::ClientConfig, TlsSetupError> {
+pub fn client_config(ca_file: &Path) -> Result<tokio_rustls::rustls::ClientConfig, TlsSetupError> {
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     for c in read_chain(ca_file)? {
         roots

@@ -449,7 +449,8 @@ mod tests {
             (UserRole::Admin, [true, true, true, true]),
         ];
         for (role, want) in table {
-            let got = [ReadRecords, ResolveReviews, ManageDevices, ManageUsers].map(|p| role.may(p));
+            let got =
+                [ReadRecords, ResolveReviews, ManageDevices, ManageUsers].map(|p| role.may(p));
             assert_eq!(got, want, "{role:?}");
             assert_eq!(UserRole::parse(role.as_str()).unwrap(), role);
         }

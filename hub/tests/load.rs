@@ -58,7 +58,11 @@ impl HubProc {
             .expect("hub starts");
         let ca = dir.path().join("tls").join(hub::tls::CA_FILE);
         for _ in 0..600 {
-            if ca.exists() && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if ca.exists()
+                && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -153,7 +157,10 @@ impl Fleet {
                         }
                     }
                 }
-                assert!(sent.lock().unwrap().is_empty(), "{d}: records without receipt");
+                assert!(
+                    sent.lock().unwrap().is_empty(),
+                    "{d}: records without receipt"
+                );
                 stored
             }));
         }
@@ -246,7 +253,8 @@ async fn pre_auth_garbage_leaves_rss_bounded_while_devices_deliver() {
                 }
                 tokio::time::sleep(Duration::from_secs(3)).await;
             } else {
-                let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let name =
+                    tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
                 let Ok(mut tls) = connector.connect(name, tcp).await else {
                     return (true, 0);
                 };
@@ -309,7 +317,10 @@ async fn pre_auth_garbage_leaves_rss_bounded_while_devices_deliver() {
         peak - baseline
     );
     let in_db = schema.count("SELECT count(*) FROM records").await;
-    assert_eq!(in_db as u64, stored, "every receipted record is in PostgreSQL");
+    assert_eq!(
+        in_db as u64, stored,
+        "every receipted record is in PostgreSQL"
+    );
 }
 
 // See: #12

@@ -146,7 +146,9 @@ async fn roles_limit_what_a_login_may_do_and_every_read_and_change_is_audited() 
         ("ada", "device.add"),
     ] {
         assert!(
-            actions.iter().any(|(a, b)| (a.as_str(), b.as_str()) == want),
+            actions
+                .iter()
+                .any(|(a, b)| (a.as_str(), b.as_str()) == want),
             "{want:?} missing from {actions:?}"
         );
     }
@@ -277,7 +279,10 @@ async fn a_device_login_reads_neither_other_devices_results_nor_the_http_api() {
 
     // A device's password opens no HTTP door.
     assert_eq!(hub.get_as(&pw_a, "/api/records").await.0, 401);
-    assert_eq!(hub.login("/api/token", "autoref-a", &pw_a).await.status, 401);
+    assert_eq!(
+        hub.login("/api/token", "autoref-a", &pw_a).await.status,
+        401
+    );
     hub.stop().await;
 }
 
@@ -297,7 +302,10 @@ async fn plaintext_is_refused_unless_allowed() {
         &[],
     )
     .await;
-    assert!(plain.is_err(), "plain MQTT accepted on the default listener");
+    assert!(
+        plain.is_err(),
+        "plain MQTT accepted on the default listener"
+    );
     let r = util::http_request(hub.http.unwrap(), None, "GET", "/healthz", &[], "").await;
     assert_ne!(r.status, 200, "plain HTTP answered: {r:?}");
     // A certificate from another CA is refused by the client (the hub's name does not chain).
@@ -306,9 +314,11 @@ async fn plaintext_is_refused_unless_allowed() {
     let foreign = Broker::tls(port, &other.path().join(hub::tls::CA_FILE));
     let r = connect(&foreign, "autoref-01", Some(("autoref-01", &pw)), &[]).await;
     assert!(r.is_err(), "a client trusting another CA connected");
-    assert!(connect(&hub.broker(), "autoref-01", Some(("autoref-01", &pw)), &[])
-        .await
-        .is_ok());
+    assert!(
+        connect(&hub.broker(), "autoref-01", Some(("autoref-01", &pw)), &[])
+            .await
+            .is_ok()
+    );
     hub.stop().await;
 
     let open = TestHub::start_with(&schema, BrokerMode::Embedded, "unused", |c| {
@@ -323,7 +333,11 @@ async fn plaintext_is_refused_unless_allowed() {
         &[],
     )
     .await;
-    assert!(c.is_ok(), "allow_plaintext: plain MQTT works: {:?}", c.err());
+    assert!(
+        c.is_ok(),
+        "allow_plaintext: plain MQTT works: {:?}",
+        c.err()
+    );
     assert_eq!(open.get("/healthz").await.0, 200);
     open.stop().await;
 }
@@ -411,11 +425,11 @@ async fn failed_logins_back_off_per_address() {
     let broker = hub.broker();
     for _ in 0..3 {
         let r = connect(&broker, "autoref-01", Some(("autoref-01", "wrong")), &[]).await;
-        assert!(r.unwrap_err().contains("BadUserNamePassword"));
+        assert!(r.err().expect("refused").contains("BadUserNamePassword"));
     }
     // Backing off: even the right password is refused, without hashing.
     let r = connect(&broker, "autoref-01", Some(("autoref-01", &pw)), &[]).await;
-    assert!(r.unwrap_err().contains("NotAuthorized"));
+    assert!(r.err().expect("refused").contains("NotAuthorized"));
     // HTTP shares the address's record.
     let r = hub.login("/api/token", "ada", &ada).await;
     assert_eq!(r.status, 429, "{}", r.body);
@@ -461,7 +475,11 @@ async fn unknown_users_cost_a_hash_like_wrong_passwords() {
     assert!(creds.verify("ghost-99", "whatever").await.is_err());
     assert_eq!(guard.hashes_run(), before + 2, "unknown user: one hash too");
     assert!(creds.verify("Not A Device!", "x").await.is_err());
-    assert_eq!(guard.hashes_run(), before + 3, "malformed name: one hash too");
+    assert_eq!(
+        guard.hashes_run(),
+        before + 3,
+        "malformed name: one hash too"
+    );
 }
 
 // See: #12

@@ -4,8 +4,8 @@
 use chrono::TimeZone;
 use proptest::prelude::*;
 use record::{
-    decode, encode, CodecError, DeviceId, Field, FieldStatus, Receipt, Record, RecordId,
-    Rejection, StatusReport, MAX_PAYLOAD_BYTES,
+    decode, encode, CodecError, DeviceId, Field, FieldStatus, Receipt, Record, RecordId, Rejection,
+    StatusReport, MAX_PAYLOAD_BYTES,
 };
 
 fn sample() -> Record {

@@ -11,15 +11,32 @@ use crate::util::{wait_until, Run};
 fn foreign_ca(dir: &std::path::Path) -> std::path::PathBuf {
     let ca = dir.join("other-ca.pem");
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=not the examlink hub CA"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=not the examlink hub CA",
+        ])
         .arg("-keyout")
         .arg(dir.join("other-ca.key"))
         .arg("-out")
         .arg(&ca)
         .output()
         .expect("openssl runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ca
 }
 
@@ -57,7 +74,11 @@ fn the_agent_refuses_a_hub_certificate_from_another_ca_and_loses_nothing() {
         run.logs()
     );
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(run.stored(), 0, "records crossed to a hub the agent must not trust");
+    assert_eq!(
+        run.stored(),
+        0,
+        "records crossed to a hub the agent must not trust"
+    );
 
     // With the right CA, the same exports arrive (kept in the outbox meanwhile).
     run.agents[0].proc.stop(Duration::from_secs(10));
@@ -79,7 +100,10 @@ fn the_agent_refuses_plain_mqtt_unless_allowed() {
     rewrite(&config, "broker_url = \"mqtts://", "broker_url = \"mqtt://");
     run.agents[0].proc.start().unwrap();
     let exited = wait_until(Duration::from_secs(60), || !run.agents[0].proc.running());
-    assert!(exited.is_some(), "the agent ran with a plaintext broker URL");
+    assert!(
+        exited.is_some(),
+        "the agent ran with a plaintext broker URL"
+    );
     let log = run.agents[0].proc.log();
     assert!(
         log.contains("publish.broker_url") && log.contains("allow_plaintext"),

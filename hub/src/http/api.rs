@@ -60,8 +60,13 @@ impl RecordsQuery {
                 "limit must be 1..=1000 and offset 0..=10000000".into(),
             ));
         }
-        for (name, v) in [("patient_id", &self.patient_id), ("device_id", &self.device_id)] {
-            if v.as_ref().is_some_and(|v| v.chars().count() > MAX_PARAM_CHARS) {
+        for (name, v) in [
+            ("patient_id", &self.patient_id),
+            ("device_id", &self.device_id),
+        ] {
+            if v.as_ref()
+                .is_some_and(|v| v.chars().count() > MAX_PARAM_CHARS)
+            {
                 return Err(HttpError::BadRequest(format!(
                     "{name} longer than {MAX_PARAM_CHARS} characters"
                 )));
@@ -141,15 +146,15 @@ pub async fn records(
 /// One row of `/api/devices`.
 #[derive(Debug, Serialize)]
 pub struct DeviceRow {
-    device_id: String,
-    device_type: String,
-    revoked: bool,
-    last_seen_at: Option<DateTime<Utc>>,
-    online: bool,
-    backlog: Option<i64>,
-    agent_version: Option<String>,
-    last_error: Option<String>,
-    records: i64,
+    pub(crate) device_id: String,
+    pub(crate) device_type: String,
+    pub(crate) revoked: bool,
+    pub(crate) last_seen_at: Option<DateTime<Utc>>,
+    pub(crate) online: bool,
+    pub(crate) backlog: Option<i64>,
+    pub(crate) agent_version: Option<String>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) records: i64,
 }
 
 /// The fleet, as the API and the page show it.

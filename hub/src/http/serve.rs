@@ -30,16 +30,17 @@ pub async fn serve(
 ) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    warn!(%error, "HTTP accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(error) => {
+                warn!(%error, "HTTP accept failed.");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         while conns.try_join_next().is_some() {}
         let Some(slot) = guard.connection(peer.ip()) else {

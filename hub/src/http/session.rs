@@ -94,9 +94,7 @@ impl FromRequestParts<HttpState> for Authed {
         let (token, kind) = match parts.headers.get(AUTHORIZATION) {
             Some(v) => {
                 let v = v.to_str().map_err(|_| HttpError::Unauthorized)?;
-                let t = v
-                    .strip_prefix("Bearer ")
-                    .ok_or(HttpError::Unauthorized)?;
+                let t = v.strip_prefix("Bearer ").ok_or(HttpError::Unauthorized)?;
                 (t.trim(), SessionKind::Api)
             }
             None => (
@@ -121,7 +119,10 @@ pub struct LoginForm {
 }
 
 fn peer(p: Option<Extension<PeerAddr>>) -> IpAddr {
-    p.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(PeerAddr(ip))| ip)
+    p.map_or(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        |Extension(PeerAddr(ip))| ip,
+    )
 }
 
 fn login_error(e: LoginError) -> HttpError {

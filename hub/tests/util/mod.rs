@@ -211,7 +211,7 @@ impl TestHub {
         group: &str,
     ) -> HubConfig {
         let mut c = HubConfig {
-            templates_dir: templates,
+            templates_dir: templates.clone(),
             ..Default::default()
         };
         c.load.url = pg_url();
@@ -329,8 +329,15 @@ impl TestHub {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Response {
-        http_request(self.http.unwrap(), self.ca_file.as_deref(), method, path, headers, body)
-            .await
+        http_request(
+            self.http.unwrap(),
+            self.ca_file.as_deref(),
+            method,
+            path,
+            headers,
+            body,
+        )
+        .await
     }
 }
 
@@ -389,7 +396,10 @@ pub async fn http_request(
         }
         Some(ca) => {
             let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            let mut s = tls_connector(ca).connect(name, tcp).await.expect("TLS handshake");
+            let mut s = tls_connector(ca)
+                .connect(name, tcp)
+                .await
+                .expect("TLS handshake");
             s.write_all(req.as_bytes()).await.unwrap();
             // A server closing without close_notify is fine for a test client.
             s.read_to_end(&mut buf).await.ok();
@@ -405,7 +415,9 @@ pub async fn http_request(
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    let head = text.split_once("\r\n\r\n").map_or(text.as_str(), |(h, _)| h);
+    let head = text
+        .split_once("\r\n\r\n")
+        .map_or(text.as_str(), |(h, _)| h);
     let headers: Vec<(String, String)> = head
         .lines()
         .skip(1)
