@@ -42,8 +42,8 @@ pub enum LoadError {
     Plates {
         /// The templates folder.
         dir: PathBuf,
-        /// Why.
-        source: RecognizerError,
+        /// Why (boxed: the layout error is large).
+        source: Box<RecognizerError>,
     },
 }
 
@@ -87,7 +87,7 @@ pub fn load(
         })?;
     Recognizer::new(templates, model).map_err(|source| LoadError::Plates {
         dir: templates_dir.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 
