@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use record::DeviceId;
 use serde::{Deserialize, Serialize};
 
+use crate::assemble::QuarantineConfig;
 use crate::ingest::IngestConfig;
 use crate::outbox::{DeliveryConfig, OutboxConfig};
 use crate::publish::{MqttSettings, PublishConfig};
-use crate::assemble::QuarantineConfig;
 use crate::telemetry::TelemetryConfig;
 
 /// The default configuration file, with comments.

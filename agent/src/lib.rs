@@ -28,11 +28,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
+use crate::assemble::stage::{AssembleSettings, AssembleStage, RecognizeFn};
 use crate::config::Settings;
 use crate::ingest::{Claims, Ingest};
 use crate::outbox::{OutboxStage, Store};
 use crate::publish::Publisher;
-use crate::assemble::stage::{AssembleSettings, AssembleStage, RecognizeFn};
 use crate::telemetry::Health;
 
 /// This agent's version (reported in records and status messages).
@@ -94,12 +94,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     );
     let recognize = {
         let settings = settings.clone();
-        let recognizer = tokio::task::spawn_blocking(move || recognize::load::from_settings(&settings))
-            .await
-            .map_err(|source| RunError::Task {
-                stage: "recognizer loading",
-                source,
-            })??;
+        let recognizer =
+            tokio::task::spawn_blocking(move || recognize::load::from_settings(&settings))
+                .await
+                .map_err(|source| RunError::Task {
+                    stage: "recognizer loading",
+                    source,
+                })??;
         let call: Arc<RecognizeFn> = Arc::new(move |bytes: &[u8], name: &str| {
             recognizer
                 .recognize(bytes, name)

@@ -41,10 +41,7 @@ fn golden_accuracy_on_the_shared_samples() {
     };
     let models = common::root().join("models");
     if !models.join("model.json").is_file() {
-        sim::samples::skip_or_fail(
-            TEST,
-            &format!("no committed model in {}", models.display()),
-        );
+        sim::samples::skip_or_fail(TEST, &format!("no committed model in {}", models.display()));
         return;
     }
     let recognizer = load(&common::root().join("templates"), &models).expect("recognizer loads");

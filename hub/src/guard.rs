@@ -70,7 +70,7 @@ impl Address {
         self.connections == 0
             && self
                 .last_failure
-                .map_or(true, |t| now.saturating_duration_since(t) >= forget)
+                .is_none_or(|t| now.saturating_duration_since(t) >= forget)
     }
 }
 

@@ -310,9 +310,11 @@ async fn external_broker_two_hubs_sharing_a_subscription_store_every_record_once
         .await;
     assert_eq!(stored, total);
     schema
-        .assert_record_ids(devices.iter().flat_map(|d| {
-            (0..per_device).map(move |n| testkit::record(&dev(d), n).record_id)
-        }))
+        .assert_record_ids(
+            devices
+                .iter()
+                .flat_map(|d| (0..per_device).map(move |n| testkit::record(&dev(d), n).record_id)),
+        )
         .await;
     assert_eq!(
         schema.count("SELECT count(*) FROM measurements").await,

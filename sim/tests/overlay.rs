@@ -68,7 +68,10 @@ fn boxes_sit_on_the_values_of_every_shared_sample() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(checked > 0, "the samples folder holds no sample of a known layout");
+    assert!(
+        checked > 0,
+        "the samples folder holds no sample of a known layout"
+    );
     println!("checked {checked} samples");
 }
 

@@ -10,10 +10,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agent::assemble::{build_record, Recognition};
 use agent::ingest::Taken;
 use agent::outbox::{DeliveryConfig, Message, Store};
 use agent::publish::{PublishConfig, Publisher};
-use agent::assemble::{build_record, Recognition};
 use agent::telemetry::Health;
 use anyhow::{bail, Context};
 use record::topic::DeviceTopic;

@@ -80,11 +80,12 @@ pub fn load(
     } else {
         model_path.to_owned()
     };
-    let model = Model::load(ModelPaths::in_dir(&model_dir), model_threads)
-        .map_err(|source| LoadError::Model {
+    let model = Model::load(ModelPaths::in_dir(&model_dir), model_threads).map_err(|source| {
+        LoadError::Model {
             dir: model_dir.clone(),
             source,
-        })?;
+        }
+    })?;
     Recognizer::new(templates, model).map_err(|source| LoadError::Plates {
         dir: templates_dir.to_owned(),
         source: Box::new(source),

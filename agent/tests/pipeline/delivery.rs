@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use agent::assemble::{build_record, Recognition};
 use agent::ingest::Taken;
 use agent::outbox::{DeliveryConfig, Message, Store};
 use agent::publish::{PublishConfig, Publisher};
-use agent::assemble::{build_record, Recognition};
 use agent::telemetry::Health;
 use record::{DeviceId, Field, FieldStatus};
 
