@@ -142,6 +142,11 @@ impl Hub {
                 dir.join("tls"),
             ),
         )?;
+        // The hub would make its CA at its first start; make it now, as an installer does,
+        // so agents that start while the hub is down (or before it) already trust it.
+        if !dir.join("tls").join("ca.pem").exists() {
+            hub::tls::generate(&dir.join("tls"), &[])?;
+        }
         let args = vec![
             "--config".into(),
             config.display().to_string(),
