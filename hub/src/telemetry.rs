@@ -16,6 +16,8 @@ pub const RECORDS_STORED: &str = "examlink_hub_records_stored_total";
 pub const RECORDS_DUPLICATE: &str = "examlink_hub_records_duplicate_total";
 /// Records rejected by the checks (label `code`).
 pub const RECORDS_REJECTED: &str = "examlink_hub_records_rejected_total";
+/// Records the hub cannot take yet, answered `deferred` (label `code`).
+pub const RECORDS_DEFERRED: &str = "examlink_hub_records_deferred_total";
 /// Transactions committed by the load stage.
 pub const BATCHES_COMMITTED: &str = "examlink_hub_batches_committed_total";
 /// PostgreSQL errors (label `kind`: `retriable` or `permanent`).

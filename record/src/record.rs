@@ -175,8 +175,27 @@ pub enum ReceiptOutcome {
     Stored,
     /// Already stored earlier (a resend); nothing changed.
     Duplicate,
-    /// Failed the hub's checks; stored in the rejects table. The agent must not resend it.
+    /// The hub cannot take it *yet* (a template or template version it does not know, a
+    /// device not registered, a newer schema): it is noted in the hub's `deferrals` table,
+    /// and the agent keeps it queued and sends it again later, with a backoff.
+    Deferred,
+    /// It can never be stored as it is (malformed, a forged id, a device publishing as
+    /// another, a value the template refuses): the hub keeps the whole payload in its
+    /// `rejects` table (`hub rejects list|show|replay`); the agent moves it to the rejected
+    /// part of its outbox (`agent outbox list --rejected`), not deleted, and does not resend it.
     Rejected,
+}
+
+impl ReceiptOutcome {
+    /// The outcome as written in payloads and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptOutcome::Stored => "stored",
+            ReceiptOutcome::Duplicate => "duplicate",
+            ReceiptOutcome::Deferred => "deferred",
+            ReceiptOutcome::Rejected => "rejected",
+        }
+    }
 }
 
 /// The hub's receipt for one record, sent only after the database COMMIT.
@@ -187,7 +206,8 @@ pub struct Receipt {
     pub record_id: RecordId,
     /// Outcome.
     pub outcome: ReceiptOutcome,
-    /// Why it was rejected.
+    /// Why it was deferred or rejected: `code: reason`, the code a stable word
+    /// (`template_version`, `unknown_device`, `record_id`, ...).
     #[serde(default)]
     pub reason: Option<String>,
 }

@@ -220,6 +220,17 @@ impl Publisher {
         let outcome = match receipt.outcome {
             ReceiptOutcome::Stored => "stored",
             ReceiptOutcome::Duplicate => "duplicate",
+            ReceiptOutcome::Deferred => {
+                // Not taken yet: the message stays queued and is sent again later.
+                info!(
+                    device = %self.settings.device,
+                    id = %receipt.record_id,
+                    reason = receipt.reason.as_deref().unwrap_or(""),
+                    "The hub deferred a record; it stays in the outbox."
+                );
+                metrics::counter!(telemetry::RECEIPTS, "outcome" => "deferred").increment(1);
+                return None;
+            }
             ReceiptOutcome::Rejected => {
                 warn!(
                     device = %self.settings.device,

@@ -243,6 +243,10 @@ fn count(o: &Outcome) {
         Some((ReceiptOutcome::Duplicate, _)) => {
             metrics::counter!(telemetry::RECORDS_DUPLICATE).increment(1)
         }
+        Some((ReceiptOutcome::Deferred, reason)) => {
+            let code = reason.and_then(|r| r.split(':').next()).unwrap_or("other");
+            metrics::counter!(telemetry::RECORDS_DEFERRED, "code" => code.to_owned()).increment(1)
+        }
         Some((ReceiptOutcome::Rejected, reason)) => {
             let code = reason.and_then(|r| r.split(':').next()).unwrap_or("other");
             metrics::counter!(telemetry::RECORDS_REJECTED, "code" => code.to_owned()).increment(1)
