@@ -39,6 +39,10 @@ pub mod actions {
     pub const LOGIN: &str = "login";
     /// A session ended by its user.
     pub const LOGOUT: &str = "logout";
+    /// Rejects listed or shown (detail: filter, count); a reject's payload is patient data.
+    pub const REJECTS_READ: &str = "rejects.read";
+    /// Rejects replayed (detail: filter and the outcomes' counts).
+    pub const REJECTS_REPLAY: &str = "rejects.replay";
 }
 
 /// Appends one entry. `detail` is free-form JSON (keep patient data out of it beyond the query

@@ -228,10 +228,36 @@ pub async fn add_device(
     device: &DeviceId,
     device_type: &str,
 ) -> Result<Secret, AuthError> {
+    add_device_with(client, actor, device, device_type, None).await
+}
+
+/// Shortest password accepted from an operator for a device.
+pub const MIN_DEVICE_PASSWORD: usize = 16;
+
+/// As [`add_device`], with the password `given` (an agent installed before its device was
+/// registered already has one) instead of a fresh one.
+pub async fn add_device_with(
+    client: &tokio_postgres::Client,
+    actor: &str,
+    device: &DeviceId,
+    device_type: &str,
+    given: Option<Secret>,
+) -> Result<Secret, AuthError> {
     if device_type != READER && catalog::fields(device_type).is_none() {
         return Err(AuthError::DeviceType(device_type.to_owned()));
     }
-    let (password, hash) = new_password()?;
+    let (password, hash) = match given {
+        Some(p) if p.expose().chars().count() < MIN_DEVICE_PASSWORD => {
+            return Err(AuthError::Hash(format!(
+                "a device password needs at least {MIN_DEVICE_PASSWORD} characters"
+            )))
+        }
+        Some(p) => {
+            let hash = hash_password(p.expose())?;
+            (p, hash)
+        }
+        None => new_password()?,
+    };
     let n = client
         .execute(
             "WITH changed AS ( \

@@ -9,7 +9,11 @@
 //! 3. [`load`]: one transaction per batch, idempotent by record id; rejects stored too.
 //! 4. [`republish`]: after COMMIT, the device's receipt and the live result.
 //!
-//! Beside them: [`status`] (agents' status and rejection messages), [`http`] (health, metrics,
+//! Every stage runs [`supervise`]d: one that ends unexpectedly fails `/healthz` and makes the
+//! hub exit non-zero. [`templates`] keeps every template version the hub has seen.
+//!
+//! Beside them: [`status`] (agents' status and rejection messages), [`rejects`] (list, show and
+//! replay what was rejected), [`http`] (health, metrics,
 //! query API, pages, behind logins), [`auth`] (device accounts), [`users`] (people's accounts,
 //! roles and sessions), [`audit`] (the append-only trail of reads and changes), [`guard`]
 //! (limits on unauthenticated clients), [`tls`] (the listeners' certificate), [`config`],
@@ -21,11 +25,14 @@ pub mod config;
 pub mod guard;
 pub mod http;
 pub mod load;
+pub mod rejects;
 pub mod republish;
 pub mod secret;
 pub mod status;
 pub mod subscribe;
+pub mod supervise;
 pub mod telemetry;
+pub mod templates;
 pub mod testkit;
 pub mod tls;
 pub mod users;
@@ -36,7 +43,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use record::{TemplateError, TemplateSet};
+use record::TemplateError;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -47,7 +54,12 @@ use crate::load::{Db, Loader, PgTarget};
 use crate::subscribe::gate::{self, GateContext};
 use crate::subscribe::mqtt::Endpoint;
 use crate::subscribe::{external, EmbeddedBroker, EmbeddedError, Publisher, Subscriber};
+use crate::supervise::{StageHealth, Supervisor};
+use crate::templates::{Catalog, Versions};
 use crate::validate::Validator;
+
+/// How often the template versions are reloaded from PostgreSQL (another hub may add some).
+const TEMPLATES_RELOAD: Duration = Duration::from_secs(60);
 
 /// The hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +90,18 @@ pub enum HubError {
     /// Migrations failed for a reason retrying will not fix.
     #[error("migrating the database schema")]
     Migrate(#[source] tokio_postgres::Error),
+    /// Storing or reading the template versions failed.
+    #[error("storing the template versions in PostgreSQL")]
+    TemplateVersions(#[source] tokio_postgres::Error),
+    /// A stage ended while the hub was running; it shut down so a supervisor restarts it.
+    #[error("{}", .0.join("; "))]
+    StageEnded(Vec<String>),
 }
 
 /// A hub with its listeners bound, ready to [`run`](Hub::run).
 pub struct Hub {
     config: HubConfig,
-    templates: Arc<TemplateSet>,
+    templates: Vec<templates::Source>,
     target: PgTarget,
     gate: Option<TcpListener>,
     http: Option<TcpListener>,
@@ -101,7 +119,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, HubEr
 impl Hub {
     /// Loads templates and secrets and binds the listeners (port 0 picks a free port).
     pub async fn bind(config: HubConfig) -> Result<Self, HubError> {
-        let templates = Arc::new(TemplateSet::load_dir(&config.templates_dir)?);
+        let templates = templates::read_folder(&config.templates_dir)?;
         let target = PgTarget::new(&config.load)?;
         let (gate, external) = match config.subscribe.mode {
             BrokerMode::Embedded => (
@@ -169,13 +187,43 @@ impl Hub {
     ) -> Result<(), HubError> {
         telemetry::prometheus();
         let (stop_tx, stop) = watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            stop_tx.send(true).ok();
-        });
+        let stop_tx = Arc::new(stop_tx);
+        {
+            let stop_tx = stop_tx.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stop_tx.send(true).ok();
+            });
+        }
         if !migrate(&self.target, &stop).await? {
             return Ok(());
         }
+        let catalog = Arc::new(Catalog::new(Versions::default()));
+        {
+            let client = self
+                .target
+                .connect()
+                .await
+                .map_err(HubError::TemplateVersions)?;
+            templates::sync(&client, &self.templates)
+                .await
+                .map_err(HubError::TemplateVersions)?;
+            let mut folder = Versions::default();
+            for s in &self.templates {
+                folder.insert(s.template.clone());
+            }
+            catalog.merge(folder);
+            catalog.merge(
+                templates::load(&client)
+                    .await
+                    .map_err(HubError::TemplateVersions)?,
+            );
+            info!(
+                versions = catalog.snapshot().len(),
+                "Template versions loaded."
+            );
+        }
+        let (sup, mut ended) = Supervisor::new(Arc::new(StageHealth::default()), stop.clone());
         let c = &self.config;
         // Separate connections: logins and device status, and the HTTP API (under a
         // statement_timeout). The load stage has its own.
@@ -219,33 +267,42 @@ impl Hub {
             }
         };
         let reject_cap = c.validate.reject_payload_cap_bytes;
-        let validator = Validator::new(self.templates.clone(), c.validate.clone());
-        let validate = tokio::spawn(validate::run(validator, records_rx, checked_tx));
+        let validator = Validator::with_catalog(catalog.clone(), c.validate.clone());
+        let validate = sup.spawn("validate", validate::run(validator, records_rx, checked_tx));
+        let reload = sup.spawn(
+            "templates",
+            reload_templates(self.target.clone(), catalog, stop.clone()),
+        );
         let loader = Loader::new(self.target.clone(), c.load.clone(), reject_cap);
-        let load = tokio::spawn(loader.run(checked_rx, outcomes_tx, stop.clone()));
+        let load = sup.spawn("load", loader.run(checked_rx, outcomes_tx, stop.clone()));
         let receipts = Publisher::new(&endpoint, "pub");
         let results = Publisher::new(&endpoint, "res");
-        let republish = tokio::spawn(republish::run(
-            receipts.client(),
-            results.client(),
-            outcomes_rx,
-        ));
+        let republish = sup.spawn(
+            "republish",
+            republish::run(receipts.client(), results.client(), outcomes_rx),
+        );
         let status_receipts = receipts.client();
         let (force_tx, force) = watch::channel(false);
-        let publish = tokio::spawn(async move {
+        let publish = sup.spawn("publish", async move {
             tokio::join!(receipts.run(force.clone()), results.run(force));
         });
-        let status = tokio::spawn(status::run(
-            db.clone(),
-            status_receipts,
-            reject_cap,
-            devices_rx,
-            stop.clone(),
-        ));
+        let status = sup.spawn(
+            "status",
+            status::run(
+                db.clone(),
+                status_receipts,
+                reject_cap,
+                devices_rx,
+                stop.clone(),
+            ),
+        );
 
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
         let subscriber = Subscriber::new(&endpoint, filters).on_subscribed(subscribed_tx);
-        let subscribe = tokio::spawn(subscriber.run(records_tx.clone(), devices_tx, stop.clone()));
+        let subscribe = sup.spawn(
+            "subscribe",
+            subscriber.run(records_tx.clone(), devices_tx, stop.clone()),
+        );
         let mut wait_stop = stop.clone();
         tokio::select! {
             _ = subscribed => {}
@@ -267,7 +324,7 @@ impl Hub {
                     max_connect_bytes: e.max_connect_bytes,
                     guard: guard.clone(),
                 });
-                Some(tokio::spawn(gate::run(listener, ctx, stop.clone())))
+                Some(sup.spawn("gate", gate::run(listener, ctx, stop.clone())))
             }
             _ => None,
         };
@@ -281,11 +338,12 @@ impl Hub {
                 online_window_secs: c.http.online_window_secs,
                 session_ttl,
                 tls: acceptor.is_some(),
+                stages: sup.health(),
             };
             let app = http::router(state);
             let header_timeout = Duration::from_millis(c.http.header_timeout_ms);
             let (stop_http, mut stop_prune) = (stop.clone(), stop.clone());
-            tokio::spawn(async move {
+            sup.spawn("http", async move {
                 let prune = async move {
                     loop {
                         if let Err(error) = logins.prune().await {
@@ -307,7 +365,13 @@ impl Hub {
         info!(mode = ?c.subscribe.mode, "Hub running.");
 
         let mut wait_stop = stop.clone();
-        wait_stop.wait_for(|s| *s).await.ok();
+        tokio::select! {
+            _ = wait_stop.wait_for(|s| *s) => {}
+            Some(stage) = ended.recv() => {
+                tracing::error!(stage, "Stopping the hub: a stage ended.");
+                stop_tx.send(true).ok();
+            }
+        }
         info!("Shutting down: finishing the batch in hand.");
         joined("subscribe", subscribe.await);
         if let Some(g) = gate_task {
@@ -323,11 +387,38 @@ impl Hub {
             force_tx.send(true).ok();
         }
         joined("status", status.await);
+        joined("templates", reload.await);
         if let Some(h) = http_task {
             joined("http", h.await);
         }
+        let failed = sup.health().failed();
+        if !failed.is_empty() {
+            tracing::error!(failed = ?failed, "Hub stopped after a stage failure.");
+            return Err(HubError::StageEnded(failed));
+        }
         info!("Hub stopped.");
         Ok(())
+    }
+}
+
+/// Reloads the template versions from PostgreSQL every [`TEMPLATES_RELOAD`] until shutdown.
+async fn reload_templates(target: PgTarget, catalog: Arc<Catalog>, stop: watch::Receiver<bool>) {
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(TEMPLATES_RELOAD) => {}
+        }
+        let loaded = async {
+            let client = target.connect().await?;
+            templates::load(&client).await
+        };
+        match loaded.await {
+            Ok(v) => catalog.merge(v),
+            Err(error) => {
+                warn!(%error, "Reloading the template versions failed; keeping those loaded.")
+            }
+        }
     }
 }
 

@@ -57,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// List, show or replay the messages the hub refused (kept whole in `rejects`).
+    Rejects {
+        #[command(subcommand)]
+        action: RejectsAction,
+    },
     /// Print the audit trail (oldest first), one entry per line.
     Audit {
         /// Only this actor (a user name, `device:<id>`, `cli:<user>`).
@@ -75,6 +80,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum RejectsAction {
+    /// List kept rejects, oldest first (not those a replay stored, unless --all).
+    List {
+        #[command(flatten)]
+        filter: RejectsFilter,
+        /// Also those already replayed.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one reject, with its payload.
+    Show {
+        /// Reject id (from `list`).
+        id: i64,
+    },
+    /// Check the matching rejects again and store those that pass now (idempotent: a record
+    /// is stored once however often it is replayed).
+    Replay {
+        #[command(flatten)]
+        filter: RejectsFilter,
+    },
+}
+
+#[derive(clap::Args)]
+struct RejectsFilter {
+    /// Only this reason code (value, rule, record_id, ...).
+    #[arg(long)]
+    code: Option<String>,
+    /// Only this device.
+    #[arg(long)]
+    device: Option<String>,
+    /// Only this reject id.
+    #[arg(long)]
+    id: Option<i64>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100_000)]
+    limit: i64,
+}
+
+impl RejectsFilter {
+    fn into_filter(self, include_replayed: bool) -> hub::rejects::Filter {
+        hub::rejects::Filter {
+            code: self.code,
+            device: self.device,
+            id: self.id,
+            include_replayed,
+            limit: self.limit,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -115,6 +174,10 @@ enum DeviceAction {
         /// Device type (autoref, tonometer, ...; `reader` for a read-only results account).
         #[arg(long = "type")]
         device_type: String,
+        /// Take the password from this file's first line (at least 16 characters: the one an
+        /// agent was installed with) instead of generating one.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
     },
     /// Give a device a new password and print it (once).
     Rotate {
@@ -187,6 +250,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Device { action } => device(&config, action).await,
             Command::User { action } => user(&config, action).await,
+            Command::Rejects { action } => rejects(&config, action).await,
             Command::Audit {
                 actor,
                 action,
@@ -239,10 +303,20 @@ async fn device(config: &HubConfig, action: DeviceAction) -> anyhow::Result<()> 
     let actor = hub::audit::cli_actor();
     let parse = |id: &str| DeviceId::new(id).context("device id");
     match action {
-        DeviceAction::Add { id, device_type } => {
+        DeviceAction::Add {
+            id,
+            device_type,
+            password_file,
+        } => {
             let id = parse(&id)?;
-            let pw = hub::auth::add_device(&client, &actor, &id, &device_type).await?;
-            println!("device {id} added; password (shown once): {}", pw.expose());
+            let given = password_from(password_file.as_ref())?;
+            let from_file = given.is_some();
+            let pw = hub::auth::add_device_with(&client, &actor, &id, &device_type, given).await?;
+            if from_file {
+                println!("device {id} added with the password from the file");
+            } else {
+                println!("device {id} added; password (shown once): {}", pw.expose());
+            }
         }
         DeviceAction::Rotate { id } => {
             let id = parse(&id)?;
@@ -256,6 +330,75 @@ async fn device(config: &HubConfig, action: DeviceAction) -> anyhow::Result<()> 
             let id = parse(&id)?;
             hub::auth::revoke_device(&client, &actor, &id).await?;
             println!("device {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn rejects(config: &HubConfig, action: RejectsAction) -> anyhow::Result<()> {
+    let mut client = admin_client(config).await?;
+    let actor = hub::audit::cli_actor();
+    match action {
+        RejectsAction::List { filter, all, json } => {
+            let rows = hub::rejects::list(&client, &actor, &filter.into_filter(all)).await?;
+            for r in &rows {
+                if json {
+                    println!("{}", serde_json::to_string(r)?);
+                } else {
+                    println!(
+                        "{:>8}  {}  {:<16} {:<16} {:>7} B  {}: {}{}",
+                        r.id,
+                        r.received_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                        r.device_id.as_deref().unwrap_or("?"),
+                        r.code,
+                        r.payload_size,
+                        r.code,
+                        r.reason,
+                        r.replay_outcome
+                            .as_deref()
+                            .map(|o| format!("  [replay: {o}]"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            if !json {
+                println!("{} reject(s)", rows.len());
+            }
+        }
+        RejectsAction::Show { id } => {
+            let Some((r, payload)) = hub::rejects::show(&client, &actor, id).await? else {
+                anyhow::bail!("no reject with id {id}");
+            };
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!("{}", String::from_utf8_lossy(&payload));
+        }
+        RejectsAction::Replay { filter } => {
+            let target = hub::load::PgTarget::new(&config.load)?;
+            let sources = hub::templates::read_folder(&config.templates_dir)?;
+            hub::templates::sync(&client, &sources)
+                .await
+                .context("storing the template versions")?;
+            let versions = hub::templates::load(&client).await?;
+            let catalog = std::sync::Arc::new(hub::templates::Catalog::new(versions));
+            let validator =
+                hub::validate::Validator::with_catalog(catalog, config.validate.clone());
+            let summary = hub::rejects::replay(
+                &mut client,
+                &validator,
+                &actor,
+                &filter.into_filter(false),
+                config.validate.reject_payload_cap_bytes,
+            )
+            .await
+            .with_context(|| format!("replaying rejects in schema {}", target.schema()))?;
+            for (outcome, n) in &summary.outcomes {
+                println!("{outcome}: {n}");
+            }
+            println!(
+                "replayed: {} stored, {} already stored",
+                summary.count("stored"),
+                summary.count("duplicate")
+            );
         }
     }
     Ok(())

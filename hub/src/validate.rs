@@ -8,6 +8,17 @@
 //! dates, review crops. The first failure becomes a [`Reject`] with a stable code (a bounded
 //! metrics label) and a reason naming the field and value.
 //!
+//! Two kinds of failure ([`Reject::defer`]):
+//! - *not yet* ([`is_deferred`]): a template id or version the hub has not seen, a newer schema
+//!   version; (in the load stage) a device not registered yet or registered with another type.
+//!   Answered `deferred`: the agent keeps the record and sends it again later.
+//! - *never as it is*: everything else (malformed JSON, a forged id, a device publishing as
+//!   another, a value its own template refuses). Answered `rejected`, and the whole payload is
+//!   kept in `rejects` for `hub rejects replay`.
+//!
+//! A device clock far off is never a failure: the record is stored with `clock_suspect` and a
+//! review item ([`Valid::clock`]).
+//!
 //! Pure: no I/O; [`run`] only moves messages between the stage's channels.
 
 use std::sync::Arc;
@@ -17,6 +28,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use record::rules::Seen;
 use record::topic::DeviceTopic;
 use record::{CodecError, DeviceId, Record, RecordId, Template, TemplateSet};
+
+use crate::templates::{Catalog, Versions};
 use tokio::sync::mpsc;
 
 use crate::config::ValidateConfig;
@@ -41,6 +54,23 @@ pub struct Valid {
     pub crops: Crops,
     /// When the hub received it.
     pub received_at: DateTime<Utc>,
+    /// Why the record's clocks look wrong, when they do: it is stored with `clock_suspect`
+    /// and a review item, never refused.
+    pub clock: Option<String>,
+}
+
+/// Reason codes that mean "not yet": the record is deferred, not rejected.
+pub const DEFERRED_CODES: &[&str] = &[
+    "unknown_template",
+    "template_version",
+    "schema_version_newer",
+    "unknown_device",
+    "device_type",
+];
+
+/// Whether a failure with this code is one the hub may be able to take later.
+pub fn is_deferred(code: &str) -> bool {
+    DEFERRED_CODES.contains(&code)
 }
 
 /// A message that failed a check: stored in `rejects`, answered with a Rejected receipt when
@@ -57,7 +87,9 @@ pub struct Reject {
     pub code: &'static str,
     /// Human-readable reason.
     pub reason: String,
-    /// The payload, capped.
+    /// Whether it is deferred (the hub cannot take it *yet*) rather than rejected.
+    pub defer: bool,
+    /// The payload, capped at `validate.reject_payload_cap_bytes` (by default the whole payload).
     pub payload: Bytes,
     /// The payload's full size.
     pub payload_size: usize,
@@ -77,22 +109,27 @@ pub enum Checked {
 /// Applies the checks with a fixed template set.
 #[derive(Debug, Clone)]
 pub struct Validator {
-    templates: Arc<TemplateSet>,
+    catalog: Arc<Catalog>,
     config: ValidateConfig,
 }
 
 struct Fail(&'static str, String);
 
 impl Validator {
-    /// A validator for `templates`.
+    /// A validator for one version per template: `templates`.
     pub fn new(templates: Arc<TemplateSet>, config: ValidateConfig) -> Self {
-        Self { templates, config }
+        Self::with_catalog(Arc::new(Catalog::new(Versions::of_set(&templates))), config)
+    }
+
+    /// A validator checking each record against its exact version in `catalog`.
+    pub fn with_catalog(catalog: Arc<Catalog>, config: ValidateConfig) -> Self {
+        Self { catalog, config }
     }
 
     /// Checks one message at time `now`.
     pub fn check(&self, inbound: Inbound, now: DateTime<Utc>) -> Checked {
         match self.check_record(&inbound, now) {
-            Ok((record, crops)) => {
+            Ok((record, crops, clock)) => {
                 let encoded = Bytes::from(record::encode(&record));
                 let stored_json = if record.review_crops.is_empty() {
                     String::from_utf8_lossy(&encoded).into_owned()
@@ -107,6 +144,7 @@ impl Validator {
                     stored_json,
                     crops,
                     received_at: inbound.received_at,
+                    clock,
                 }))
             }
             Err(Fail(code, reason)) => Checked::Rejected(self.reject(inbound, code, reason)),
@@ -118,10 +156,13 @@ impl Validator {
         let record_id = record_id_of(&inbound.payload);
         let size = inbound.payload.len();
         let cap = size.min(self.config.reject_payload_cap_bytes);
+        // A deferral is answered by record id: without one (or a device) it is a reject.
+        let defer = is_deferred(code) && record_id.is_some() && inbound.device.is_some();
         Reject {
             device: inbound.device,
             record_id,
             topic: inbound.topic.replace('\0', "\u{fffd}"),
+            defer,
             code,
             reason,
             payload: inbound.payload.slice(..cap),
@@ -130,7 +171,11 @@ impl Validator {
         }
     }
 
-    fn check_record(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<(Record, Crops), Fail> {
+    fn check_record(
+        &self,
+        inbound: &Inbound,
+        now: DateTime<Utc>,
+    ) -> Result<(Record, Crops, Option<String>), Fail> {
         if let Some(why) = &inbound.refused {
             return Err(Fail("forbidden", why.clone()));
         }
@@ -152,6 +197,9 @@ impl Validator {
             let code = match e {
                 CodecError::TooLarge { .. } => "too_large",
                 CodecError::Json(_) | CodecError::NotAnObject => "invalid_json",
+                CodecError::UnsupportedVersion { found } if found > record::SCHEMA_VERSION => {
+                    "schema_version_newer"
+                }
                 CodecError::MissingVersion | CodecError::UnsupportedVersion { .. } => {
                     "schema_version"
                 }
@@ -169,7 +217,8 @@ impl Validator {
             ));
         }
         fields::check_text(&record).map_err(|r| Fail("text", r))?;
-        let template = self.template(&record)?;
+        let versions = self.catalog.snapshot();
+        let template = template_of(&versions, &record)?;
         let derived = RecordId::derive(
             &record.device_id,
             &record.image_sha256,
@@ -185,71 +234,82 @@ impl Validator {
         fields::check_fields(&record, template).map_err(|r| Fail("value", r))?;
         fields::check_header(&record).map_err(|r| Fail("header", r))?;
         check_rules(&record, template)?;
-        self.check_dates(&record, now)?;
+        let clock = self.check_dates(&record, now)?;
         let crops = fields::decode_crops(&record).map_err(|r| Fail("crop", r))?;
-        Ok((record, crops))
+        Ok((record, crops, clock))
     }
 
-    fn template(&self, r: &Record) -> Result<&Template, Fail> {
-        let t = self.templates.get(&r.template_id).ok_or_else(|| {
-            Fail(
-                "unknown_template",
-                format!("unknown template {:?}", r.template_id),
-            )
-        })?;
-        if t.version != r.template_version {
-            return Err(Fail(
-                "template_version",
-                format!(
-                    "template {} is at version {}, record has {}",
-                    t.id, t.version, r.template_version
-                ),
-            ));
-        }
-        if t.device_type != r.device_type || t.firmware != r.firmware {
-            return Err(Fail(
-                "template_mismatch",
-                format!(
-                    "template {} is for {}/{}, record says {}/{}",
-                    t.id, t.device_type, t.firmware, r.device_type, r.firmware
-                ),
-            ));
-        }
-        Ok(t)
-    }
-
-    fn check_dates(&self, r: &Record, now: DateTime<Utc>) -> Result<(), Fail> {
+    /// Checks the record's clocks. A date that cannot be parsed is a failure; a clock far off
+    /// is not: the reason comes back, and the record is stored with `clock_suspect`.
+    fn check_dates(&self, r: &Record, now: DateTime<Utc>) -> Result<Option<String>, Fail> {
         let skew = Duration::seconds(self.config.max_clock_skew_secs as i64);
         let floor = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
             .expect("constant date")
             .with_timezone(&Utc);
+        let mut why = Vec::new();
         for (name, at) in [
             ("captured_at", r.captured_at),
             ("recognized_at", r.recognized_at),
         ] {
-            if at > now + skew || at < floor {
-                return Err(Fail(
-                    "dates",
-                    format!("{name} {at} is not plausible (now {now})"),
+            if at > now + skew {
+                let ahead = (at - now).num_minutes();
+                why.push(format!(
+                    "{name} {at} is {ahead} min ahead of the hub's clock ({now}): the device PC's clock is fast"
+                ));
+            } else if at < floor {
+                why.push(format!(
+                    "{name} {at} is before 2000: the device PC's clock is wrong"
                 ));
             }
         }
         if r.recognized_at + skew < r.captured_at {
-            return Err(Fail("dates", "recognized_at is before captured_at".into()));
+            why.push("recognized_at is before captured_at".into());
         }
         if let Some(d) = r.exam_date.as_deref() {
             let date = NaiveDate::parse_from_str(d, "%Y-%m-%d")
                 .map_err(|_| Fail("dates", format!("exam_date {d:?} is not an ISO date")))?;
             // The exam happens before its export is taken (a day of slack for time zones).
-            if date > (r.captured_at + skew).date_naive() + Duration::days(1) {
-                return Err(Fail(
-                    "dates",
-                    format!("exam_date {d} is after captured_at {}", r.captured_at),
+            let latest = r.captured_at.max(now) + skew;
+            if date > latest.date_naive() + Duration::days(1) {
+                why.push(format!(
+                    "exam_date {d} is after the export was taken ({}): the device's clock is fast",
+                    r.captured_at
                 ));
             }
         }
-        Ok(())
+        Ok((!why.is_empty()).then(|| why.join("; ")))
     }
+}
+
+/// The exact template version a record was read with.
+fn template_of<'v>(versions: &'v Versions, r: &Record) -> Result<&'v Template, Fail> {
+    let Some(t) = versions.get(&r.template_id, r.template_version) else {
+        let known = versions.versions_of(&r.template_id);
+        return Err(if known.is_empty() {
+            Fail(
+                "unknown_template",
+                format!("the hub does not know template {:?} (yet)", r.template_id),
+            )
+        } else {
+            Fail(
+                "template_version",
+                format!(
+                    "the hub knows template {} at versions {known:?}, not (yet) version {}",
+                    r.template_id, r.template_version
+                ),
+            )
+        });
+    };
+    if t.device_type != r.device_type || t.firmware != r.firmware {
+        return Err(Fail(
+            "template_mismatch",
+            format!(
+                "template {} is for {}/{}, record says {}/{}",
+                t.id, t.device_type, t.firmware, r.device_type, r.firmware
+            ),
+        ));
+    }
+    Ok(t)
 }
 
 fn check_rules(r: &Record, t: &Template) -> Result<(), Fail> {
@@ -275,14 +335,32 @@ pub async fn run(validator: Validator, mut rx: mpsc::Receiver<Inbound>, tx: mpsc
     while let Some(inbound) = rx.recv().await {
         metrics::counter!(telemetry::RECORDS_RECEIVED).increment(1);
         let checked = validator.check(inbound, Utc::now());
-        if let Checked::Rejected(r) = &checked {
-            tracing::warn!(
+        match &checked {
+            Checked::Rejected(r) if r.defer => tracing::info!(
+                device = r.device.as_ref().map(DeviceId::as_str).unwrap_or("?"),
+                record = r.record_id.as_ref().map(RecordId::as_str).unwrap_or("?"),
+                code = r.code,
+                reason = %r.reason,
+                "Record deferred: the hub cannot take it yet; the agent keeps it."
+            ),
+            Checked::Rejected(r) => tracing::warn!(
                 device = r.device.as_ref().map(DeviceId::as_str).unwrap_or("?"),
                 record = r.record_id.as_ref().map(RecordId::as_str).unwrap_or("?"),
                 code = r.code,
                 reason = %r.reason,
                 "Record rejected."
-            );
+            ),
+            Checked::Valid(v) => {
+                if let Some(why) = &v.clock {
+                    tracing::warn!(
+                        device = %v.record.device_id,
+                        record = %v.record.record_id,
+                        file = %v.record.source_file,
+                        reason = %why,
+                        "Clock suspect: stored, with a review item."
+                    );
+                }
+            }
         }
         if tx.send(checked).await.is_err() {
             break;

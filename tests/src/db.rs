@@ -66,7 +66,8 @@ pub fn measurements(c: &mut Client, schema: &str) -> anyhow::Result<Vec<Stored>>
     let rows = c.query(
         &format!(
             "SELECT r.record_id, r.device_id, r.source_file, m.field, m.value, m.status \
-             FROM \"{schema}\".records r JOIN \"{schema}\".measurements m USING (record_id)"
+             FROM \"{schema}\".records r JOIN \"{schema}\".measurements m USING (record_id) \
+             WHERE r.superseded_by IS NULL"
         ),
         &[],
     )?;
@@ -88,7 +89,7 @@ pub fn duplicates(c: &mut Client, schema: &str) -> anyhow::Result<Vec<(String, S
     let rows = c.query(
         &format!(
             "SELECT device_id, source_file, count(*) FROM \"{schema}\".records \
-             GROUP BY device_id, source_file HAVING count(*) > 1"
+             WHERE superseded_by IS NULL GROUP BY device_id, source_file HAVING count(*) > 1"
         ),
         &[],
     )?;

@@ -34,6 +34,16 @@ impl Proc {
         }
     }
 
+    /// Runs the program under `wrapper` from now on: `wrapper args.. program program-args..`
+    /// (for example `faketime -m -f +3h`, an agent whose clock is hours fast).
+    pub fn wrap(&mut self, wrapper: &str, args: &[&str]) {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.push(self.program.display().to_string());
+        all.append(&mut self.args);
+        self.args = all;
+        self.program = PathBuf::from(wrapper);
+    }
+
     /// Starts the process (appending to its log).
     pub fn start(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::store::{Enqueued, Message, OutboxError, Store};
 use crate::ingest::Claims;
@@ -117,7 +117,7 @@ impl OutboxStage {
         match r {
             Ok(Enqueued::Queued(seq)) => {
                 *quota_reported = false;
-                debug!(file = %file, id = %o.message.id(), seq, "Message queued.");
+                info!(file = %file, id = %o.message.id(), seq, "Export queued for the hub.");
                 telemetry::count(telemetry::MESSAGES_QUEUED, o.message.kind());
             }
             Ok(Enqueued::AlreadyTaken) => {

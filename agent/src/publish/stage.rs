@@ -98,6 +98,9 @@ impl Publisher {
         let status_topic = DeviceTopic::Status.topic(&device);
         let mut outbox = Outbox::new(self.store.clone(), self.delivery);
         let mut connected = false;
+        // The last connection error logged while disconnected: each new kind is logged once
+        // (a wrong CA or password must show in the log, not only in the status).
+        let mut last_failure: Option<String> = None;
         let mut status = tokio::time::interval(Duration::from_secs(
             self.settings.config.status_every_secs.max(1),
         ));
@@ -117,6 +120,7 @@ impl Publisher {
                         match link {
                             Link::Up => {
                                 connected = true;
+                                last_failure = None;
                                 metrics::counter!(telemetry::CONNECTIONS).increment(1);
                                 info!(device = %device, broker = %self.settings.broker.host, "Connected to the broker.");
                                 if let Err(e) = client.try_subscribe(receipts_topic.clone(), QoS::AtLeastOnce) {
@@ -128,7 +132,10 @@ impl Publisher {
                             Link::Down(e) => {
                                 if connected {
                                     warn!(device = %device, error = %e, backlog = self.store.backlog().messages, "Disconnected from the broker.");
+                                } else if last_failure.as_deref() != Some(e.as_str()) {
+                                    warn!(device = %device, broker = %self.settings.broker.host, error = %e, backlog = self.store.backlog().messages, "Cannot connect to the broker; retrying with backoff.");
                                 }
+                                last_failure = Some(e.clone());
                                 connected = false;
                                 outbox.on_disconnected();
                                 self.health.set_error(format!("broker connection: {e}"));

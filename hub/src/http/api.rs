@@ -15,10 +15,23 @@ use crate::users::Permission;
 use super::router::{HttpError, HttpState};
 use super::session::Authed;
 
-/// `GET /healthz`
-pub async fn healthz(State(s): State<HttpState>) -> Result<&'static str, HttpError> {
-    s.db.client().await?.simple_query("SELECT 1").await?;
-    Ok("ok")
+/// `GET /healthz`: `200 ok` when every stage runs and PostgreSQL answers; `503` naming the
+/// stage that ended, or the database error, otherwise.
+pub async fn healthz(State(s): State<HttpState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let failed = s.stages.failed();
+    if !failed.is_empty() {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            failed.join("; "),
+        )
+            .into_response();
+    }
+    let db = async { s.db.client().await?.simple_query("SELECT 1").await };
+    match db.await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => HttpError::from(e).into_response(),
+    }
 }
 
 /// `GET /metrics`
@@ -89,6 +102,10 @@ pub struct RecordRow {
     captured_at: DateTime<Utc>,
     received_at: DateTime<Utc>,
     review_count: i32,
+    /// The device clocks looked wrong: dates to be checked by a person.
+    clock_suspect: bool,
+    /// The earlier record of the same export this one replaces (a re-read).
+    supersedes: Option<String>,
     payload: serde_json::Value,
 }
 
@@ -106,9 +123,10 @@ pub async fn records(
         .query(
             "SELECT record_id, device_id, device_type, template, patient_id, \
                     to_char(exam_date, 'YYYY-MM-DD'), exam_time, captured_at, received_at, \
-                    review_count, payload \
+                    review_count, payload, clock_suspect, supersedes \
              FROM records \
-             WHERE ($1::text IS NULL OR patient_id = $1) \
+             WHERE superseded_by IS NULL \
+               AND ($1::text IS NULL OR patient_id = $1) \
                AND ($2::text IS NULL OR device_id = $2) \
                AND ($3::timestamptz IS NULL OR captured_at >= $3) \
                AND ($4::timestamptz IS NULL OR captured_at < $4) \
@@ -138,6 +156,8 @@ pub async fn records(
                 received_at: r.get(8),
                 review_count: r.get(9),
                 payload: r.get(10),
+                clock_suspect: r.get(11),
+                supersedes: r.get(12),
             })
             .collect(),
     ))
@@ -155,6 +175,8 @@ pub struct DeviceRow {
     pub(crate) agent_version: Option<String>,
     pub(crate) last_error: Option<String>,
     pub(crate) records: i64,
+    /// Records the hub answered `deferred` and has not stored yet.
+    pub(crate) deferred: i64,
 }
 
 /// The fleet, as the API and the page show it.
@@ -166,7 +188,8 @@ pub async fn fleet(s: &HttpState) -> Result<Vec<DeviceRow>, HttpError> {
             "SELECT d.device_id, d.device_type, d.revoked_at IS NOT NULL, d.last_seen_at, \
                     d.online AND d.last_seen_at > now() - make_interval(secs => $1), \
                     d.backlog, d.agent_version, d.last_error, \
-                    (SELECT count(*) FROM records r WHERE r.device_id = d.device_id) \
+                    (SELECT count(*) FROM records r WHERE r.device_id = d.device_id), \
+                    (SELECT count(*) FROM deferrals x WHERE x.device_id = d.device_id) \
              FROM devices d ORDER BY d.device_id",
             &[&window],
         )
@@ -183,6 +206,7 @@ pub async fn fleet(s: &HttpState) -> Result<Vec<DeviceRow>, HttpError> {
             agent_version: r.get(6),
             last_error: r.get(7),
             records: r.get(8),
+            deferred: r.get(9),
         })
         .collect())
 }

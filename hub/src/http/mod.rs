@@ -3,7 +3,7 @@
 //!
 //! | route | who | answer |
 //! |---|---|---|
-//! | `GET /healthz` | anyone | `200 ok` when PostgreSQL answers, else `503` |
+//! | `GET /healthz` | anyone | `200 ok` when every stage runs and PostgreSQL answers, else `503` with the reason |
 //! | `GET /metrics` | anyone | Prometheus text format (no patient data) |
 //! | `POST /api/token` | anyone | form `name`, `password` → a bearer token (text); `401` wrong, `429` backing off |
 //! | `POST /api/logout` | bearer | ends the token |

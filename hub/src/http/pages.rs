@@ -29,10 +29,10 @@ pub async fn fleet_page(State(s): State<HttpState>, a: Authed) -> Result<Html<St
     );
     let online = fleet.iter().filter(|d| d.online).count();
     html += &format!("<p>{} devices, {online} online.</p><table><tr><th>device</th><th>type</th>\
-        <th>online</th><th>last seen</th><th>backlog</th><th>records</th><th>agent</th><th>last error</th></tr>", fleet.len());
+        <th>online</th><th>last seen</th><th>backlog</th><th>records</th><th>deferred</th><th>agent</th><th>last error</th></tr>", fleet.len());
     for d in &fleet {
         html += &format!(
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if d.online { "on" } else { "off" },
             escape(&d.device_id),
             escape(&d.device_type),
@@ -40,6 +40,7 @@ pub async fn fleet_page(State(s): State<HttpState>, a: Authed) -> Result<Html<St
             d.last_seen_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
             d.backlog.map(|b| b.to_string()).unwrap_or_default(),
             d.records,
+            d.deferred,
             escape(d.agent_version.as_deref().unwrap_or("")),
             escape(d.last_error.as_deref().unwrap_or("")),
         );

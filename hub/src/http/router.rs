@@ -76,6 +76,8 @@ pub struct HttpState {
     pub session_ttl: Duration,
     /// Whether the listener speaks TLS (the cookie is then `Secure`).
     pub tls: bool,
+    /// Which stages ended unexpectedly (`/healthz` fails while any did).
+    pub stages: Arc<crate::supervise::StageHealth>,
 }
 
 /// The routes.

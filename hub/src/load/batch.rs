@@ -1,13 +1,18 @@
 //! One batch, one transaction. Tables and columns are those of `hub/migrations/`.
 //!
 //! 1. Look up the batch's devices: a record from an unregistered or revoked device, or with a
-//!    device type other than the registered one, becomes a reject.
+//!    device type other than the registered one, is deferred (the device may be registered
+//!    later; the agent keeps it).
 //! 2. `INSERT INTO records ... SELECT FROM UNNEST(...) ON CONFLICT (record_id) DO NOTHING
 //!    RETURNING record_id`: the returned ids are new (Stored), the others already were there
 //!    (Duplicate). A second hub inserting the same id concurrently waits for the first's
 //!    COMMIT and then skips it, so each record is stored once.
-//! 3. `COPY measurements FROM STDIN BINARY` and the review queue, for new records only.
-//! 4. Rejects.
+//! 3. `COPY measurements FROM STDIN BINARY` and the review queue, for new records only (a
+//!    record whose clocks look wrong gets a `captured_at` review item with the reason). A new
+//!    record for an export already stored under another record id (a re-read under a new
+//!    template version) supersedes it: `supersedes` / `superseded_by` link the two.
+//! 4. Rejects (kept whole) and deferrals (noted, one row per record id, counted); a stored
+//!    record's deferral row goes.
 //! 5. COMMIT. Only then are the [`Outcome`]s returned.
 
 use std::collections::{HashMap, HashSet};
@@ -39,21 +44,26 @@ pub struct Statements {
     records: Statement,
     review: Statement,
     rejects: Statement,
+    deferrals: Statement,
+    undefer: Statement,
+    supersede: Statement,
 }
 
 const INSERT_RECORDS: &str = "
 INSERT INTO records (record_id, device_id, device_type, template, template_version, firmware,
     patient_id, exam_date, exam_time, source_file, image_sha256, model_version, agent_version,
-    captured_at, recognized_at, received_at, review_count, payload)
+    captured_at, recognized_at, received_at, review_count, payload, clock_suspect)
 SELECT r.record_id, r.device_id, r.device_type, r.template, r.template_version, r.firmware,
     r.patient_id, r.exam_date, r.exam_time, r.source_file, r.image_sha256, r.model_version,
-    r.agent_version, r.captured_at, r.recognized_at, r.received_at, r.review_count, r.payload::jsonb
+    r.agent_version, r.captured_at, r.recognized_at, r.received_at, r.review_count, r.payload::jsonb,
+    r.clock_suspect
 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[],
     $8::date[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-    $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::int4[], $18::text[])
+    $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::int4[], $18::text[],
+    $19::bool[])
   AS r(record_id, device_id, device_type, template, template_version, firmware, patient_id,
     exam_date, exam_time, source_file, image_sha256, model_version, agent_version, captured_at,
-    recognized_at, received_at, review_count, payload)
+    recognized_at, received_at, review_count, payload, clock_suspect)
 ON CONFLICT (record_id) DO NOTHING
 RETURNING record_id";
 
@@ -66,6 +76,27 @@ const INSERT_REJECTS: &str = "
 INSERT INTO rejects (received_at, device_id, record_id, topic, code, reason, payload_size, payload)
 SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
     $6::text[], $7::int4[], $8::bytea[])";
+
+const INSERT_DEFERRALS: &str = "
+INSERT INTO deferrals (record_id, device_id, code, reason, payload_size, first_at, last_at)
+SELECT d.record_id, d.device_id, d.code, d.reason, d.size, d.at, d.at
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::timestamptz[])
+  AS d(record_id, device_id, code, reason, size, at)
+ON CONFLICT (record_id) DO UPDATE SET code = EXCLUDED.code, reason = EXCLUDED.reason,
+    last_at = greatest(deferrals.last_at, EXCLUDED.last_at), attempts = deferrals.attempts + 1";
+
+const DELETE_DEFERRALS: &str = "DELETE FROM deferrals WHERE record_id = ANY($1)";
+
+/// Links each new record to an earlier record of the same export (same device and image) that
+/// is not superseded yet.
+const SUPERSEDE: &str = "
+WITH n AS (SELECT record_id, device_id, image_sha256 FROM records WHERE record_id = ANY($1)),
+old AS (
+    UPDATE records o SET superseded_by = n.record_id FROM n
+    WHERE o.device_id = n.device_id AND o.image_sha256 = n.image_sha256
+      AND o.record_id <> ALL($1) AND o.superseded_by IS NULL
+    RETURNING o.record_id AS old_id, n.record_id AS new_id)
+UPDATE records r SET supersedes = old.old_id FROM old WHERE r.record_id = old.new_id";
 
 const COPY_MEASUREMENTS: &str = "COPY measurements (record_id, field, value, number, unit, \
     status, confidence, reason) FROM STDIN BINARY";
@@ -83,6 +114,9 @@ impl Statements {
             records: client.prepare(INSERT_RECORDS).await?,
             review: client.prepare(INSERT_REVIEW).await?,
             rejects: client.prepare(INSERT_REJECTS).await?,
+            deferrals: client.prepare(INSERT_DEFERRALS).await?,
+            undefer: client.prepare(DELETE_DEFERRALS).await?,
+            supersede: client.prepare(SUPERSEDE).await?,
         })
     }
 }
@@ -98,6 +132,7 @@ pub fn reject_valid(v: &Valid, code: &'static str, reason: String, cap: usize) -
         device: Some(r.device_id.clone()),
         record_id: Some(r.record_id.clone()),
         topic: DeviceTopic::Records.topic(&r.device_id),
+        defer: crate::validate::is_deferred(code),
         code,
         reason,
         payload: v.encoded.slice(..v.encoded.len().min(cap)),
@@ -179,7 +214,17 @@ pub async fn write(
         .collect();
     copy_measurements(&tx, &fresh).await?;
     insert_review(&tx, st, &fresh).await?;
-    insert_rejects(&tx, st, &rejects).await?;
+    if !fresh.is_empty() {
+        let ids: Vec<&str> = fresh.iter().map(|v| v.record.record_id.as_str()).collect();
+        tx.execute(&st.supersede, &[&ids]).await?;
+    }
+    if !valid.is_empty() {
+        let ids: Vec<&str> = valid.iter().map(|v| v.record.record_id.as_str()).collect();
+        tx.execute(&st.undefer, &[&ids]).await?;
+    }
+    let (deferred, refused): (Vec<&Reject>, Vec<&Reject>) = rejects.iter().partition(|r| r.defer);
+    insert_rejects(&tx, st, &refused).await?;
+    insert_deferrals(&tx, st, &deferred).await?;
     tx.commit().await?;
 
     Ok(order
@@ -197,7 +242,11 @@ pub async fn write(
                     device: r.device.clone(),
                     receipt: r.record_id.clone().map(|record_id| Receipt {
                         record_id,
-                        outcome: ReceiptOutcome::Rejected,
+                        outcome: if r.defer {
+                            ReceiptOutcome::Deferred
+                        } else {
+                            ReceiptOutcome::Rejected
+                        },
                         reason: Some(format!("{}: {}", r.code, r.reason)),
                     }),
                     result: None,
@@ -275,9 +324,10 @@ async fn insert_records(
     let received: Vec<DateTime<Utc>> = valid.iter().map(|v| v.received_at).collect();
     let review: Vec<i32> = valid
         .iter()
-        .map(|v| v.record.review_count() as i32)
+        .map(|v| v.record.review_count() as i32 + i32::from(v.clock.is_some()))
         .collect();
-    let params: [&(dyn ToSql + Sync); 18] = [
+    let clock: Vec<bool> = valid.iter().map(|v| v.clock.is_some()).collect();
+    let params: [&(dyn ToSql + Sync); 19] = [
         &record_id,
         &device_id,
         &device_type,
@@ -296,6 +346,7 @@ async fn insert_records(
         &received,
         &review,
         &payload,
+        &clock,
     ];
     let rows = tx.query(&st.records, &params).await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
@@ -365,6 +416,16 @@ async fn insert_review(
             );
         }
     }
+    for v in fresh {
+        if let Some(why) = &v.clock {
+            ids.push(v.record.record_id.as_str());
+            fields.push("captured_at");
+            status.push("clock_suspect");
+            raw.push(None);
+            reason.push(Some(why.as_str()));
+            crop.push(None);
+        }
+    }
     if !ids.is_empty() {
         tx.execute(&st.review, &[&ids, &fields, &status, &raw, &reason, &crop])
             .await?;
@@ -372,10 +433,46 @@ async fn insert_review(
     Ok(())
 }
 
+async fn insert_deferrals(
+    tx: &tokio_postgres::Transaction<'_>,
+    st: &Statements,
+    deferred: &[&Reject],
+) -> Result<(), tokio_postgres::Error> {
+    // One row per record id; a deferral without an id cannot be answered, so it is a reject.
+    let mut by_id: HashMap<&str, &Reject> = HashMap::new();
+    for r in deferred {
+        if let (Some(id), Some(_)) = (&r.record_id, &r.device) {
+            by_id.insert(id.as_str(), r);
+        }
+    }
+    if by_id.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<&Reject> = by_id.into_values().collect();
+    let id: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.record_id.as_ref().map(|x| x.as_str()))
+        .collect();
+    let device: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.device.as_ref().map(DeviceId::as_str))
+        .collect();
+    let code: Vec<&str> = rows.iter().map(|r| r.code).collect();
+    let reason: Vec<String> = rows.iter().map(|r| clean(&r.reason)).collect();
+    let size: Vec<i32> = rows
+        .iter()
+        .map(|r| i32::try_from(r.payload_size).unwrap_or(i32::MAX))
+        .collect();
+    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.received_at).collect();
+    tx.execute(&st.deferrals, &[&id, &device, &code, &reason, &size, &at])
+        .await?;
+    Ok(())
+}
+
 async fn insert_rejects(
     tx: &tokio_postgres::Transaction<'_>,
     st: &Statements,
-    rejects: &[Reject],
+    rejects: &[&Reject],
 ) -> Result<(), tokio_postgres::Error> {
     if rejects.is_empty() {
         return Ok(());

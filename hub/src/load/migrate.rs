@@ -13,6 +13,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "accounts_audit",
         include_str!("../../migrations/0003_accounts_audit.sql"),
     ),
+    (
+        4,
+        "lossless",
+        include_str!("../../migrations/0004_lossless.sql"),
+    ),
 ];
 
 /// Creates the schema if needed and applies the missing migrations; returns those applied.

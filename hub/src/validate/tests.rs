@@ -58,7 +58,7 @@ fn rejects_bad_payloads_with_codes() {
     j["schema_version"] = 9.into();
     let c = v.check(inbound_on("a", serde_json::to_vec(&j).unwrap()), now);
     let Checked::Rejected(r) = c else { panic!() };
-    assert_eq!(r.code, "schema_version");
+    assert_eq!((r.code, r.defer), ("schema_version_newer", true));
     assert!(r.record_id.is_some(), "record id recovered for the receipt");
     j["schema_version"] = 1.into();
     j.as_object_mut().unwrap().remove("image_sha256");
@@ -142,10 +142,109 @@ fn flagged_fields_are_accepted_and_dates_checked() {
     };
     assert_eq!(v.crops.len(), 1);
     assert!(!v.stored_json.contains("png_base64\":\"iVBOR"));
+}
+
+#[test]
+fn a_clock_far_off_is_recorded_never_refused() {
+    let r = testkit::record(&dev("a"), 1);
+    let Checked::Valid(v) = check_record(&r) else {
+        panic!("rejected")
+    };
+    assert_eq!(v.clock, None);
+    // The device PC's clock three hours fast.
     let mut r = testkit::record(&dev("a"), 1);
-    r.captured_at = Utc::now() + Duration::days(2);
+    r.captured_at = Utc::now() + Duration::hours(3);
     r.recognized_at = r.captured_at;
-    assert_eq!(code_of(check_record(&r)).0, "dates");
+    let Checked::Valid(v) = check_record(&r) else {
+        panic!("a fast clock was refused")
+    };
+    let why = v.clock.expect("clock suspect");
+    assert!(
+        why.contains("captured_at") && why.contains("ahead"),
+        "{why}"
+    );
+    // A clock in the last century.
+    let mut r = testkit::record(&dev("a"), 1);
+    r.captured_at = DateTime::parse_from_rfc3339("1999-05-01T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    r.recognized_at = r.captured_at;
+    let Checked::Valid(v) = check_record(&r) else {
+        panic!("an old clock was refused")
+    };
+    assert!(v.clock.unwrap().contains("before 2000"));
+}
+
+#[test]
+fn what_the_hub_cannot_take_yet_is_deferred_and_the_rest_rejected() {
+    let v = validator();
+    let now = Utc::now();
+    let defer = |r: &Record| match check_record(r) {
+        Checked::Rejected(x) => (x.code, x.defer),
+        Checked::Valid(_) => panic!("accepted"),
+    };
+    let mut r = testkit::record(&dev("a"), 1);
+    r.template_version += 1;
+    r.record_id = RecordId::derive(
+        &r.device_id,
+        &r.image_sha256,
+        &r.template_id,
+        r.template_version,
+    );
+    assert_eq!(defer(&r), ("template_version", true));
+    let mut r = testkit::record(&dev("a"), 1);
+    r.template_id = "autoref_fw9".into();
+    assert_eq!(defer(&r), ("unknown_template", true));
+    let mut r = testkit::record(&dev("a"), 1);
+    r.image_sha256 = "ab".repeat(32);
+    assert_eq!(defer(&r), ("record_id", false));
+    let mut j: serde_json::Value =
+        serde_json::from_slice(&record::encode(&testkit::record(&dev("a"), 1))).unwrap();
+    j["schema_version"] = (record::SCHEMA_VERSION + 1).into();
+    let Checked::Rejected(x) = v.check(inbound_on("a", serde_json::to_vec(&j).unwrap()), now)
+    else {
+        panic!()
+    };
+    assert_eq!((x.code, x.defer), ("schema_version_newer", true));
+    j["schema_version"] = 0.into();
+    let Checked::Rejected(x) = v.check(inbound_on("a", serde_json::to_vec(&j).unwrap()), now)
+    else {
+        panic!()
+    };
+    assert_eq!((x.code, x.defer), ("schema_version", false));
+    let Checked::Rejected(x) = v.check(
+        inbound_on("b", record::encode(&testkit::record(&dev("a"), 1))),
+        now,
+    ) else {
+        panic!()
+    };
+    assert_eq!((x.code, x.defer), ("device_mismatch", false));
+}
+
+#[test]
+fn every_known_version_of_a_template_stays_valid() {
+    let set = testkit::template_set();
+    let current = set.iter().next().unwrap().clone();
+    let mut older = current.clone();
+    older.version = current.version - 1;
+    let mut versions = Versions::of_set(&set);
+    versions.insert(older);
+    let v = Validator::with_catalog(
+        Arc::new(Catalog::new(versions)),
+        HubConfig::default().validate,
+    );
+    let mut r = testkit::record(&dev("a"), 1);
+    r.template_version = current.version - 1;
+    r.record_id = RecordId::derive(
+        &r.device_id,
+        &r.image_sha256,
+        &r.template_id,
+        r.template_version,
+    );
+    assert!(matches!(
+        v.check(inbound_on("a", record::encode(&r)), Utc::now()),
+        Checked::Valid(_)
+    ));
 }
 
 use base64::Engine as _;
