@@ -39,6 +39,10 @@ pub mod actions {
     pub const LOGIN: &str = "login";
     /// A session ended by its user.
     pub const LOGOUT: &str = "logout";
+    /// Review items listed (detail: count); they carry patient data.
+    pub const REVIEW_READ: &str = "review.read";
+    /// A review item resolved or escalated (detail: record, field, before, after, decision).
+    pub const REVIEW_RESOLVE: &str = "review.resolve";
     /// Rejects listed or shown (detail: filter, count); a reject's payload is patient data.
     pub const REJECTS_READ: &str = "rejects.read";
     /// Rejects replayed (detail: filter and the outcomes' counts).

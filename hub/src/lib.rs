@@ -13,7 +13,7 @@
 //! hub exit non-zero. [`templates`] keeps every template version the hub has seen.
 //!
 //! Beside them: [`status`] (agents' status and rejection messages), [`rejects`] (list, show and
-//! replay what was rejected), [`http`] (health, metrics,
+//! replay what was rejected), [`review`] (people resolve flagged fields), [`http`] (health, metrics,
 //! query API, pages, behind logins), [`auth`] (device accounts), [`users`] (people's accounts,
 //! roles and sessions), [`audit`] (the append-only trail of reads and changes), [`guard`]
 //! (limits on unauthenticated clients), [`tls`] (the listeners' certificate), [`config`],
@@ -27,6 +27,7 @@ pub mod http;
 pub mod load;
 pub mod rejects;
 pub mod republish;
+pub mod review;
 pub mod secret;
 pub mod status;
 pub mod subscribe;
@@ -271,7 +272,7 @@ impl Hub {
         let validate = sup.spawn("validate", validate::run(validator, records_rx, checked_tx));
         let reload = sup.spawn(
             "templates",
-            reload_templates(self.target.clone(), catalog, stop.clone()),
+            reload_templates(self.target.clone(), catalog.clone(), stop.clone()),
         );
         let loader = Loader::new(self.target.clone(), c.load.clone(), reject_cap);
         let load = sup.spawn("load", loader.run(checked_rx, outcomes_tx, stop.clone()));
@@ -339,6 +340,7 @@ impl Hub {
                 session_ttl,
                 tls: acceptor.is_some(),
                 stages: sup.health(),
+                catalog: catalog.clone(),
             };
             let app = http::router(state);
             let header_timeout = Duration::from_millis(c.http.header_timeout_ms);

@@ -509,3 +509,122 @@ async fn the_audit_trail_is_append_only() {
         ("ada", "test.append")
     );
 }
+
+// See: #12, #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_reviewers_resolve_review_items_and_each_decision_is_checked_kept_and_audited() {
+    let schema = TestSchema::new("review");
+    schema.migrate().await;
+    let pw_dev = schema.add_device("autoref-03", "autoref").await;
+    let rita = schema.add_user("rita", UserRole::Reader).await;
+    let vera = schema.add_user("vera", UserRole::Reviewer).await;
+    let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let mut d = device(&hub, "autoref-03", &pw_dev).await;
+    // A record whose r_cyl (field 4) and pd (field 17) the reader could not read.
+    let mut r = testkit::record(&dev("autoref-03"), 1);
+    let cyl = r.fields[4].value.clone().unwrap();
+    for i in [4, 17] {
+        r.fields[i].status = record::FieldStatus::Unreadable;
+        r.fields[i].raw = r.fields[i].value.take();
+        r.fields[i].number = None;
+        r.fields[i].reason = Some("low confidence".into());
+    }
+    d.publish_record(&r).await;
+    assert_eq!(d.receipt().await.outcome, ReceiptOutcome::Stored);
+    let id = r.record_id.as_str();
+
+    // A reader may neither see the queue nor resolve.
+    let reader = format!("Bearer {}", hub.token("rita", &rita).await);
+    let as_reader = [FORM, ("Authorization", reader.as_str())];
+    let body = form(&[("record_id", id), ("field", "r_cyl"), ("value", &cyl)]);
+    let resp = hub.request("POST", "/api/review", &as_reader, &body).await;
+    assert_eq!(resp.status, 403, "{}", resp.body);
+    assert_eq!(
+        hub.request("GET", "/api/review", &as_reader, "")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM review_queue WHERE resolved_at IS NOT NULL")
+            .await,
+        0
+    );
+
+    // A reviewer sees both items, the surgical value (none here) and identity first.
+    let token = hub.token("vera", &vera).await;
+    let reviewer = format!("Bearer {token}");
+    let as_reviewer = [FORM, ("Authorization", reviewer.as_str())];
+    let (status, queue) = hub.get_as(&token, "/api/review").await;
+    assert_eq!(status, 200, "{queue}");
+    let items: serde_json::Value = serde_json::from_str(&queue).unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 2, "{queue}");
+    // A value outside the field's range is refused with the reason, and nothing changes.
+    let bad = form(&[("record_id", id), ("field", "pd"), ("value", "95")]);
+    let resp = hub.request("POST", "/api/review", &as_reviewer, &bad).await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert!(resp.body.contains("pd"), "{}", resp.body);
+    // The right values: one confirms what the reader read, one is absent on the export.
+    let resp = hub
+        .request("POST", "/api/review", &as_reviewer, &body)
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(resp.body.contains("\"verified\""), "{}", resp.body);
+    let absent = form(&[("record_id", id), ("field", "pd"), ("action", "absent")]);
+    let resp = hub
+        .request("POST", "/api/review", &as_reviewer, &absent)
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    // Twice is a conflict.
+    let resp = hub
+        .request("POST", "/api/review", &as_reviewer, &body)
+        .await;
+    assert_eq!(resp.status, 409, "{}", resp.body);
+
+    let c = schema.client().await;
+    let m = c
+        .query_one(
+            "SELECT value, status, reviewed_by FROM measurements WHERE record_id = $1 AND field = 'r_cyl'",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let (value, status, by): (Option<String>, String, Option<String>) =
+        (m.get(0), m.get(1), m.get(2));
+    assert_eq!(
+        (value.as_deref(), status.as_str(), by.as_deref()),
+        (Some(cyl.as_str()), "verified", Some("vera"))
+    );
+    assert_eq!(
+        schema
+            .count(&format!(
+                "SELECT revision::bigint FROM records WHERE record_id = '{id}'"
+            ))
+            .await,
+        3,
+        "two decisions, two new revisions"
+    );
+    assert_eq!(
+        schema.count(&format!("SELECT count(*) FROM measurement_history WHERE record_id = '{id}' AND status = 'unreadable'")).await,
+        2,
+        "the reader's version is kept"
+    );
+    assert_eq!(
+        schema.count("SELECT count(*) FROM review_queue WHERE resolved_at IS NOT NULL AND resolved_by = 'vera'").await,
+        2
+    );
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM audit WHERE action = 'review.resolve' AND actor = 'vera'")
+            .await,
+        2
+    );
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM audit WHERE action = 'review.read' AND actor = 'vera'")
+            .await,
+        1
+    );
+    hub.stop().await;
+}

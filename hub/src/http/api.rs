@@ -332,3 +332,72 @@ mod tests {
         }
     }
 }
+
+/// `GET /api/review` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewQuery {
+    limit: Option<i64>,
+}
+
+/// `GET /api/review` (reviewer): the pending items in clinical order (audited).
+pub async fn review_queue(
+    State(s): State<HttpState>,
+    a: Authed,
+    Query(q): Query<ReviewQuery>,
+) -> Result<Json<Vec<crate::review::Item>>, HttpError> {
+    let who = a.require(Permission::ResolveReviews)?;
+    let client = s.db.client().await?;
+    let items = crate::review::pending(&client, &who.user, q.limit.unwrap_or(50)).await?;
+    Ok(Json(items))
+}
+
+/// `POST /api/review` form: `record_id`, `field`, and `value` (as the export prints it) or
+/// `action` = `absent` | `escalate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewDecision {
+    record_id: String,
+    field: String,
+    value: Option<String>,
+    action: Option<String>,
+    csrf: Option<String>,
+}
+
+/// `POST /api/review` (reviewer): resolves one item; `200` with the outcome, `400` with the
+/// reason when the value fails the field's checks, `409` when the item is not pending.
+pub async fn review_resolve(
+    State(s): State<HttpState>,
+    a: Authed,
+    headers: HeaderMap,
+    Form(f): Form<ReviewDecision>,
+) -> Result<Json<crate::review::Resolved>, HttpError> {
+    use crate::review::{Decision, ReviewError};
+    let who = a.require_change(Permission::ResolveReviews, &headers, f.csrf.as_deref())?;
+    let decision = match (f.action.as_deref(), f.value) {
+        (None | Some("value"), Some(v)) => Decision::Value(v),
+        (Some("absent"), None) => Decision::Absent,
+        (Some("escalate"), None) => Decision::Escalate,
+        _ => {
+            return Err(HttpError::BadRequest(
+                "give value=..., or action=absent|escalate (not both)".into(),
+            ))
+        }
+    };
+    let client = s.db.client().await?;
+    match crate::review::resolve(
+        &client,
+        &s.catalog,
+        &who.user,
+        &f.record_id,
+        &f.field,
+        &decision,
+    )
+    .await
+    {
+        Ok(r) => Ok(Json(r)),
+        Err(ReviewError::Db(e)) => Err(HttpError::Db(e)),
+        Err(e @ ReviewError::NotPending { .. }) => Err(HttpError::Conflict(e.to_string())),
+        Err(e) => Err(HttpError::BadRequest(e.to_string())),
+    }
+}

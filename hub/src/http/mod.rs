@@ -11,6 +11,8 @@
 //! | `GET /api/devices` | reader | the fleet: type, last seen, online, backlog, agent version |
 //! | `POST /api/devices` | admin | form `id`, `type` → `201` and the device's password (text, once); audited |
 //! | `GET /api/audit?limit=&actor=&action=` | admin | the audit trail, JSON |
+//! | `GET /api/review?limit=` | reviewer | pending review items in clinical order (identity, surgical values, the rest), with crops, JSON (audited) |
+//! | `POST /api/review` | reviewer | form `record_id`, `field`, `value` (as printed) or `action=absent\|escalate` → the new revision; `400` with the reason when the value fails its checks, `409` when not pending |
 //! | `GET /login`, `POST /login` | anyone | login form; sets the session cookie |
 //! | `POST /logout` | page session + CSRF | ends the session |
 //! | `GET /` | reader | the fleet as a plain HTML page |

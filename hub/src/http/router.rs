@@ -76,6 +76,8 @@ pub struct HttpState {
     pub session_ttl: Duration,
     /// Whether the listener speaks TLS (the cookie is then `Secure`).
     pub tls: bool,
+    /// The template versions (review decisions are checked against a record's own version).
+    pub catalog: Arc<crate::templates::Catalog>,
     /// Which stages ended unexpectedly (`/healthz` fails while any did).
     pub stages: Arc<crate::supervise::StageHealth>,
 }
@@ -90,6 +92,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/records", get(api::records))
         .route("/api/devices", get(api::devices).post(api::add_device))
         .route("/api/audit", get(api::audit_trail))
+        .route(
+            "/api/review",
+            get(api::review_queue).post(api::review_resolve),
+        )
         .route("/login", get(pages::login_form).post(session::page_login))
         .route("/logout", post(session::page_logout))
         .route("/", get(pages::fleet_page))

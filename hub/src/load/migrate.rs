@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lossless",
         include_str!("../../migrations/0004_lossless.sql"),
     ),
+    (
+        5,
+        "review",
+        include_str!("../../migrations/0005_review.sql"),
+    ),
 ];
 
 /// Creates the schema if needed and applies the missing migrations; returns those applied.
