@@ -3,10 +3,16 @@
 //!
 //! Two entry points: [`FieldSpec::check_printed`] takes the text as read off the screen
 //! (the agent), [`FieldSpec::check_value`] takes a normalised record value (the hub).
+//!
+//! A date range's upper bound may be [`TODAY`]: the checking machine's UTC date plus
+//! [`DATE_SLACK_DAYS`], so an export made today is in range on every machine, whatever its time
+//! zone. Both entry points read the clock once per call ([`today_utc`]); their `_at` forms take
+//! `today` explicitly, for tests and for checking a batch against one date.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use chrono::NaiveDate;
+use chrono::{Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::record::FieldStatus;
@@ -90,6 +96,27 @@ pub enum GrammarError {
     /// The grammar itself is unusable (bad date format, zero decimals).
     #[error("bad grammar: {0}")]
     Definition(String),
+}
+
+/// The upper range bound of a date field that follows the clock: "today's UTC date plus
+/// [`DATE_SLACK_DAYS`]" (`range = ["2000-01-01", "today"]`).
+pub const TODAY: &str = "today";
+
+/// Days past today's UTC date that an exam date may carry: a device shows its local date, and
+/// local time runs up to 14 hours ahead of UTC.
+pub const DATE_SLACK_DAYS: u64 = 1;
+
+/// Today's date on this machine's clock, in UTC: the `today` of [`FieldSpec::check_printed`]
+/// and [`FieldSpec::check_value`].
+pub fn today_utc() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+/// The latest exam date plausible on `today` (UTC): `today` plus [`DATE_SLACK_DAYS`].
+pub fn latest_date(today: NaiveDate) -> NaiveDate {
+    today
+        .checked_add_days(Days::new(DATE_SLACK_DAYS))
+        .unwrap_or(today)
 }
 
 const MONTHS: [&str; 12] = [
@@ -352,7 +379,8 @@ pub struct FieldSpec {
     /// Unit (`D`, `mm`, `deg`, ...), if the value has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
-    /// Inclusive valid range, as normalised values: `["-25.00", "+22.00"]`, `["2019-01-01", "2025-12-31"]`.
+    /// Inclusive valid range, as normalised values: `["-25.00", "+22.00"]`,
+    /// `["2000-01-01", "2019-12-31"]`; a date's upper bound may be [`TODAY`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<[String; 2]>,
     /// The value must be a multiple of this step (numeric grammars).
@@ -377,16 +405,34 @@ pub struct Checked {
 }
 
 impl FieldSpec {
-    /// Checks the spec itself (grammar definition, range order and shape, step sign).
+    /// Checks the spec itself (grammar definition, range order and shape, step sign). A range
+    /// ending at [`TODAY`] must not start after today's UTC date.
     pub fn validate(&self) -> Result<(), String> {
         self.grammar.validate().map_err(|e| e.to_string())?;
         if let Some([lo, hi]) = &self.range {
-            for v in [lo, hi] {
-                self.grammar
-                    .check_normalised(v)
-                    .map_err(|e| format!("range bound: {e}"))?;
+            let is_date = matches!(self.grammar, Grammar::Date { .. });
+            if lo == TODAY {
+                return Err(format!(
+                    "range bound {TODAY:?} is only allowed as the upper bound (use a date such as \"2000-01-01\" as the lower)"
+                ));
             }
-            if self.grammar.compare(lo, hi) == Some(Ordering::Greater) {
+            if hi == TODAY && !is_date {
+                return Err(format!(
+                    "range bound {TODAY:?} is only allowed on a date field"
+                ));
+            }
+            for v in [lo, hi].into_iter().filter(|v| *v != TODAY) {
+                self.grammar.check_normalised(v).map_err(|e| {
+                    if is_date {
+                        format!("range bound: {e}, or {TODAY:?} as the upper bound")
+                    } else {
+                        format!("range bound: {e}")
+                    }
+                })?;
+            }
+            let today = today_utc();
+            let hi = self.bound(hi, today);
+            if self.grammar.compare(lo, &hi) == Some(Ordering::Greater) {
                 return Err(format!("range inverted: {lo} > {hi}"));
             }
         }
@@ -400,8 +446,14 @@ impl FieldSpec {
         Ok(())
     }
 
-    /// Checks text as printed on the screen: absent marker, shape, range, step.
+    /// Checks text as printed on the screen: absent marker, shape, range, step; a [`TODAY`]
+    /// bound is today's UTC date on this machine's clock.
     pub fn check_printed(&self, text: &str) -> Checked {
+        self.check_printed_at(text, today_utc())
+    }
+
+    /// [`FieldSpec::check_printed`] with a [`TODAY`] bound resolved against `today` (UTC).
+    pub fn check_printed_at(&self, text: &str, today: NaiveDate) -> Checked {
         if self.absent.iter().any(|a| a == text) {
             return Checked {
                 value: None,
@@ -411,7 +463,7 @@ impl FieldSpec {
             };
         }
         match self.grammar.normalise(text) {
-            Ok(v) => self.check_range(v),
+            Ok(v) => self.check_range(v, today),
             Err(e) => Checked {
                 value: None,
                 number: None,
@@ -421,15 +473,37 @@ impl FieldSpec {
         }
     }
 
-    /// Checks a normalised value as carried in a record (the hub's defence in depth).
+    /// Checks a normalised value as carried in a record (the hub's defence in depth); a
+    /// [`TODAY`] bound is today's UTC date on this machine's clock.
     pub fn check_value(&self, value: &str) -> Result<(), GrammarError> {
-        self.grammar.check_normalised(value)?;
-        self.range_error(value).map_or(Ok(()), Err)
+        self.check_value_at(value, today_utc())
     }
 
-    fn check_range(&self, value: String) -> Checked {
+    /// [`FieldSpec::check_value`] with a [`TODAY`] bound resolved against `today` (UTC).
+    pub fn check_value_at(&self, value: &str, today: NaiveDate) -> Result<(), GrammarError> {
+        self.grammar.check_normalised(value)?;
+        self.range_error(value, today).map_or(Ok(()), Err)
+    }
+
+    /// The inclusive range on `today` (UTC), as normalised values: a [`TODAY`] bound becomes
+    /// [`latest_date`]`(today)`.
+    pub fn range_at(&self, today: NaiveDate) -> Option<[String; 2]> {
+        self.range
+            .as_ref()
+            .map(|r| r.each_ref().map(|b| self.bound(b, today).into_owned()))
+    }
+
+    fn bound<'a>(&self, bound: &'a str, today: NaiveDate) -> Cow<'a, str> {
+        if bound == TODAY {
+            Cow::Owned(latest_date(today).format("%Y-%m-%d").to_string())
+        } else {
+            Cow::Borrowed(bound)
+        }
+    }
+
+    fn check_range(&self, value: String, today: NaiveDate) -> Checked {
         let number = self.grammar.number(&value);
-        let error = self.range_error(&value);
+        let error = self.range_error(&value, today);
         Checked {
             status: if error.is_none() {
                 FieldStatus::Ok
@@ -442,15 +516,16 @@ impl FieldSpec {
         }
     }
 
-    fn range_error(&self, value: &str) -> Option<GrammarError> {
+    fn range_error(&self, value: &str, today: NaiveDate) -> Option<GrammarError> {
         if let Some([lo, hi]) = &self.range {
-            let below = self.grammar.compare(value, lo) == Some(Ordering::Less);
-            let above = self.grammar.compare(value, hi) == Some(Ordering::Greater);
+            let (lo, hi) = (self.bound(lo, today), self.bound(hi, today));
+            let below = self.grammar.compare(value, &lo) == Some(Ordering::Less);
+            let above = self.grammar.compare(value, &hi) == Some(Ordering::Greater);
             if below || above {
                 return Some(GrammarError::Range {
                     value: value.to_owned(),
-                    min: lo.clone(),
-                    max: hi.clone(),
+                    min: lo.into_owned(),
+                    max: hi.into_owned(),
                 });
             }
         }
@@ -560,5 +635,110 @@ mod tests {
         }
         .alphabet();
         assert!(a.contains('N') && a.contains('-') && !a.contains('/'));
+    }
+
+    fn exam_date(range: [&str; 2]) -> FieldSpec {
+        FieldSpec {
+            name: "exam_date".into(),
+            grammar: Grammar::Date {
+                format: "DD/MM/YYYY".into(),
+            },
+            unit: None,
+            range: Some(range.map(String::from)),
+            step: None,
+            absent: vec![],
+        }
+    }
+
+    fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    // See: #11 (every export made today was flagged).
+    #[test]
+    fn a_date_range_up_to_today_follows_the_clock_with_one_day_of_slack() {
+        let spec = exam_date(["2000-01-01", TODAY]);
+        assert!(spec.validate().is_ok());
+        let today = ymd(2026, 12, 1);
+        let printed = |s: &str| spec.check_printed_at(s, today).status;
+        assert_eq!(printed("01/12/2026"), FieldStatus::Ok, "today");
+        assert_eq!(
+            printed("02/12/2026"),
+            FieldStatus::Ok,
+            "tomorrow: UTC+14 slack"
+        );
+        assert_eq!(printed("03/12/2026"), FieldStatus::Invalid, "today + 2");
+        assert_eq!(printed("01/01/2000"), FieldStatus::Ok);
+        assert_eq!(printed("31/12/1999"), FieldStatus::Invalid);
+        assert!(spec.check_value_at("2026-12-02", today).is_ok());
+        let err = spec.check_value_at("2026-12-03", today).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "2026-12-03 is outside the range 2000-01-01..2026-12-02"
+        );
+        assert!(spec.check_value_at("1999-12-31", today).is_err());
+        // A year later the same spec takes that year's exports.
+        assert!(spec.check_value_at("2027-12-01", ymd(2027, 12, 1)).is_ok());
+        assert_eq!(
+            spec.range_at(today),
+            Some(["2000-01-01".to_owned(), "2026-12-02".to_owned()])
+        );
+        // The clock-reading forms agree with the explicit ones on today's date.
+        let now = today_utc();
+        let iso = now.format("%Y-%m-%d").to_string();
+        assert!(spec.check_value(&iso).is_ok());
+        assert_eq!(
+            spec.check_printed(&now.format("%d/%m/%Y").to_string())
+                .status,
+            FieldStatus::Ok
+        );
+        let past = latest_date(latest_date(now)).format("%Y-%m-%d").to_string();
+        assert!(spec.check_value(&past).is_err());
+    }
+
+    #[test]
+    fn today_is_only_an_upper_bound_of_a_date() {
+        let lower = exam_date([TODAY, "2030-01-01"]).validate().unwrap_err();
+        assert!(lower.contains("upper bound"), "{lower}");
+        let typo = exam_date(["2000-01-01", "tomorrow"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            typo.contains("\"tomorrow\"") && typo.contains("today"),
+            "{typo}"
+        );
+        let future = exam_date(["2999-01-01", TODAY]).validate().unwrap_err();
+        assert!(future.contains("inverted"), "{future}");
+        let number = FieldSpec {
+            name: "pd".into(),
+            grammar: dec(1, Sign::None),
+            unit: Some("mm".into()),
+            range: Some(["50.0".into(), TODAY.into()]),
+            step: None,
+            absent: vec![],
+        };
+        assert!(number.validate().unwrap_err().contains("date field"));
+    }
+
+    #[test]
+    fn any_time_of_day_has_the_time_shape() {
+        let spec = FieldSpec {
+            name: "exam_time".into(),
+            grammar: Grammar::Time,
+            unit: None,
+            range: None,
+            step: None,
+            absent: vec![],
+        };
+        for ok in ["00:00", "00:01", "06:59", "20:00", "23:59"] {
+            assert_eq!(spec.check_printed(ok).status, FieldStatus::Ok, "{ok}");
+        }
+        for bad in ["24:00", "12:60", "7:00", "23:5"] {
+            assert_eq!(
+                spec.check_printed(bad).status,
+                FieldStatus::Invalid,
+                "{bad}"
+            );
+        }
     }
 }

@@ -14,6 +14,7 @@
 
 use std::path::Path;
 
+use chrono::NaiveDate;
 use image::{DynamicImage, GrayImage, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -67,7 +68,7 @@ pub struct CropLabel<'a> {
     pub text: &'a str,
 }
 
-fn crop_text<R: Rng>(p: &Prepared, fi: usize, rng: &mut R) -> String {
+fn crop_text<R: Rng>(p: &Prepared, fi: usize, today: NaiveDate, rng: &mut R) -> String {
     let spec = &p.template.fields[fi].spec;
     let mut r: f64 = rng.gen();
     if !spec.absent.is_empty() {
@@ -77,11 +78,11 @@ fn crop_text<R: Rng>(p: &Prepared, fi: usize, rng: &mut R) -> String {
         r = (r - ABSENT_SHARE) / (1.0 - ABSENT_SHARE);
     }
     if r < OUT_OF_RANGE_SHARE {
-        printed::sample_out_of_range(spec, rng)
+        printed::sample_out_of_range(spec, today, rng)
     } else if r < OUT_OF_RANGE_SHARE + RANDOM_SHAPE_SHARE {
-        printed::sample_random_shape(spec, rng)
+        printed::sample_random_shape(spec, today, rng)
     } else {
-        printed::sample_valid(spec, rng)
+        printed::sample_valid(spec, today, rng)
     }
 }
 
@@ -106,7 +107,7 @@ impl Simulator {
         let ps = self.templates();
         let p = &ps[rng.gen_range(0..ps.len())];
         let fi = rng.gen_range(0..p.template.fields.len());
-        let text = crop_text(p, fi, rng);
+        let text = crop_text(p, fi, self.today(), rng);
         self.crop_field(p, fi, &text, rng, hard)
     }
 
@@ -160,7 +161,7 @@ impl Simulator {
                 Some(if !f.spec.absent.is_empty() && rng.gen_bool(0.05) {
                     f.spec.absent[0].clone()
                 } else {
-                    printed::sample_valid(&f.spec, rng)
+                    printed::sample_valid(&f.spec, self.today(), rng)
                 })
             } else {
                 None

@@ -30,6 +30,9 @@ pub mod samples;
 pub mod text;
 pub mod values;
 
+/// The clock types of the simulator's API ([`Simulator::with_today`],
+/// [`Simulator::render_export_at`]), for callers without their own `chrono`.
+pub use chrono::{NaiveDate, NaiveDateTime};
 pub use degrade::{Degrade, ScanMode};
 pub use encode::encode;
 pub use fonts::{FontDirs, FontError};

@@ -1,8 +1,8 @@
 //! `examlink-sim`: synthetic exports, recognizer training crops and template overlays.
 //!
 //! ```text
-//! examlink-sim render  --templates DIR --out DIR [--template ID]... --count N --seed S
-//! examlink-sim crops   --templates DIR --out DIR --count N --seed S [--hard]
+//! examlink-sim render  --templates DIR --out DIR [--template ID]... --count N --seed S [--today D]
+//! examlink-sim crops   --templates DIR --out DIR --count N --seed S [--hard] [--today D]
 //! examlink-sim overlay --templates DIR --template ID IMAGE OUT.png
 //! ```
 
@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use record::TemplateSet;
-use sim::{FontDirs, Simulator};
+use sim::{FontDirs, NaiveDate, Simulator};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +53,9 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The devices' today, YYYY-MM-DD (exam dates are drawn up to it); default: today, UTC.
+        #[arg(long)]
+        today: Option<NaiveDate>,
     },
     /// Recognizer training crops: crops/<n>.png + labels.jsonl.
     Crops {
@@ -73,6 +76,9 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// The devices' today, YYYY-MM-DD (exam dates are drawn up to it); default: today, UTC.
+        #[arg(long)]
+        today: Option<NaiveDate>,
     },
     /// Draws anchor and field boxes over an export, aligned by a shift estimate.
     Overlay {
@@ -112,6 +118,7 @@ fn run(cli: Cli) -> Result<()> {
             only,
             count,
             seed,
+            today,
         } => {
             let (mut set, fonts) = load(&common)?;
             if !only.is_empty() {
@@ -124,7 +131,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 set = chosen;
             }
-            let sim = Simulator::new(&set, &fonts)?;
+            let mut sim = Simulator::new(&set, &fonts)?;
+            if let Some(today) = today {
+                sim = sim.with_today(today);
+            }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let start = Instant::now();
             for p in sim.templates() {
@@ -156,9 +166,13 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             hard,
             threads,
+            today,
         } => {
             let (set, fonts) = load(&common)?;
-            let sim = Simulator::new(&set, &fonts)?;
+            let mut sim = Simulator::new(&set, &fonts)?;
+            if let Some(today) = today {
+                sim = sim.with_today(today);
+            }
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let start = Instant::now();

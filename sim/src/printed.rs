@@ -1,10 +1,16 @@
 //! Printed values: how one field's value looks on screen, drawn at random from its grammar,
 //! range and step (valid values), or, for recognizer training, deliberately out of range or
 //! made of random characters in the grammar's shape (so the model reads characters, not priors).
+//!
+//! Dates and times follow a device's own clock (issue #11): an exam date up to `today` (the
+//! caller's, so output is reproducible; a [`TODAY`] bound resolves to it, never to the day of
+//! slack after it), a good share of them today itself, and exam times over the whole day, mostly
+//! in clinic hours, some at night, now and then in the minutes either side of midnight.
 
 use chrono::{Datelike, Duration, NaiveDate};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use record::grammar::TODAY;
 use record::{FieldSpec, Grammar, Sign};
 
 const MONTHS: [&str; 12] = [
@@ -98,16 +104,49 @@ pub fn format_date(d: NaiveDate, format: &str) -> String {
         .replace("DD", &format!("{:02}", d.day()))
 }
 
-fn date_range(spec: &FieldSpec) -> (NaiveDate, NaiveDate) {
+/// Share of valid exam dates drawn as `today` itself.
+pub const TODAY_SHARE: f64 = 0.2;
+/// Share of valid exam dates drawn within the last [`RECENT_DAYS`] (the rest: anywhere in range).
+pub const RECENT_SHARE: f64 = 0.6;
+/// How far back "recent" exam dates go.
+pub const RECENT_DAYS: i64 = 3 * 365;
+/// Share of valid exam times drawn in clinic hours (07:00..19:59, within the field's range).
+pub const CLINIC_SHARE: f64 = 0.55;
+/// Share of valid exam times drawn within two minutes of either end of the range (00:00, 23:59).
+pub const MIDNIGHT_SHARE: f64 = 0.05;
+
+const FIRST_EXAM_DATE: (i32, u32, u32) = (2000, 1, 1);
+const CLINIC: (i64, i64) = (7 * 60, 19 * 60 + 59);
+const LAST_MINUTE: i64 = 23 * 60 + 59;
+
+/// The dates a valid value of `spec` may take when generated on `today`: its range, a
+/// [`TODAY`] bound (or no upper bound) read as `today`, no lower bound as 2000-01-01.
+pub fn date_range(spec: &FieldSpec, today: NaiveDate) -> (NaiveDate, NaiveDate) {
     let parse = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
-    let default = (
-        NaiveDate::from_ymd_opt(2019, 1, 1).unwrap_or_default(),
-        NaiveDate::from_ymd_opt(2025, 12, 31).unwrap_or_default(),
-    );
+    let (y, m, d) = FIRST_EXAM_DATE;
+    let floor = NaiveDate::from_ymd_opt(y, m, d).unwrap_or_default();
     match &spec.range {
-        Some([a, b]) => (parse(a).unwrap_or(default.0), parse(b).unwrap_or(default.1)),
-        None => default,
+        Some([a, b]) => {
+            let hi = if b == TODAY { Some(today) } else { parse(b) };
+            (parse(a).unwrap_or(floor), hi.unwrap_or(today))
+        }
+        None => (floor, today),
     }
+}
+
+/// A date in `lo..=hi`: [`TODAY_SHARE`] of them `hi`, [`RECENT_SHARE`] within [`RECENT_DAYS`]
+/// of it, the rest anywhere.
+pub fn sample_date<R: Rng>(lo: NaiveDate, hi: NaiveDate, rng: &mut R) -> NaiveDate {
+    let days = (hi - lo).num_days().max(0);
+    let r: f64 = rng.gen();
+    let back = if r < TODAY_SHARE {
+        0
+    } else if r < TODAY_SHARE + RECENT_SHARE {
+        rng.gen_range(0..=days.min(RECENT_DAYS))
+    } else {
+        rng.gen_range(0..=days)
+    };
+    hi - Duration::days(back)
 }
 
 fn minutes(s: &str) -> Option<i64> {
@@ -117,12 +156,34 @@ fn minutes(s: &str) -> Option<i64> {
 
 fn time_range(spec: &FieldSpec) -> (i64, i64) {
     match &spec.range {
-        Some([a, b]) => (
-            minutes(a).unwrap_or(7 * 60),
-            minutes(b).unwrap_or(19 * 60 + 59),
-        ),
-        None => (7 * 60, 19 * 60 + 59),
+        Some([a, b]) => (minutes(a).unwrap_or(0), minutes(b).unwrap_or(LAST_MINUTE)),
+        None => (0, LAST_MINUTE),
     }
+}
+
+/// A minute of the day in `lo..=hi`: [`CLINIC_SHARE`] in clinic hours, [`MIDNIGHT_SHARE`]
+/// within two minutes of either end, the rest anywhere.
+pub fn sample_minute<R: Rng>(lo: i64, hi: i64, rng: &mut R) -> i64 {
+    let hi = hi.max(lo);
+    let r: f64 = rng.gen();
+    let (clo, chi) = (CLINIC.0.clamp(lo, hi), CLINIC.1.clamp(lo, hi));
+    if r < MIDNIGHT_SHARE {
+        let k = rng.gen_range(0..=2);
+        if rng.gen_bool(0.5) {
+            (lo + k).min(hi)
+        } else {
+            (hi - k).max(lo)
+        }
+    } else if r < MIDNIGHT_SHARE + CLINIC_SHARE {
+        rng.gen_range(clo..=chi)
+    } else {
+        rng.gen_range(lo..=hi)
+    }
+}
+
+/// `m` minutes after midnight printed `HH:MM`.
+pub fn format_time(m: i64) -> String {
+    format!("{:02}:{:02}", m / 60, m % 60)
 }
 
 fn digits_range(spec: &FieldSpec, count: usize) -> (u64, u64) {
@@ -133,8 +194,9 @@ fn digits_range(spec: &FieldSpec, count: usize) -> (u64, u64) {
     }
 }
 
-/// A random valid value of `spec`, as printed.
-pub fn sample_valid<R: Rng>(spec: &FieldSpec, rng: &mut R) -> String {
+/// A random valid value of `spec`, as printed, on `today` (dates up to `today`, see the module
+/// doc for how dates and times spread).
+pub fn sample_valid<R: Rng>(spec: &FieldSpec, today: NaiveDate, rng: &mut R) -> String {
     match &spec.grammar {
         Grammar::Digits { count } => {
             let (lo, hi) = digits_range(spec, *count);
@@ -145,21 +207,20 @@ pub fn sample_valid<R: Rng>(spec: &FieldSpec, rng: &mut R) -> String {
             None => String::new(),
         },
         Grammar::Date { format } => {
-            let (a, b) = date_range(spec);
-            let days = (b - a).num_days().max(0);
-            format_date(a + Duration::days(rng.gen_range(0..=days)), format)
+            let (a, b) = date_range(spec, today);
+            format_date(sample_date(a, b, rng), format)
         }
         Grammar::Time => {
             let (a, b) = time_range(spec);
-            let m = rng.gen_range(a..=b.max(a));
-            format!("{:02}:{:02}", m / 60, m % 60)
+            format_time(sample_minute(a, b, rng))
         }
         Grammar::Choice { choices } => choices.choose(rng).cloned().unwrap_or_default(),
     }
 }
 
-/// A well-formed value of `spec` that may lie outside its range or off its step.
-pub fn sample_out_of_range<R: Rng>(spec: &FieldSpec, rng: &mut R) -> String {
+/// A well-formed value of `spec` that may lie outside its range or off its step (`today`: as
+/// for [`sample_valid`]).
+pub fn sample_out_of_range<R: Rng>(spec: &FieldSpec, today: NaiveDate, rng: &mut R) -> String {
     match &spec.grammar {
         Grammar::Decimal { .. } | Grammar::Integer { .. } => {
             let Some(n) = Numeric::of(spec) else {
@@ -184,7 +245,7 @@ pub fn sample_out_of_range<R: Rng>(spec: &FieldSpec, rng: &mut R) -> String {
             format_date(d.unwrap_or_default(), format)
         }
         Grammar::Time => format!("{:02}:{:02}", rng.gen_range(0..24), rng.gen_range(0..60)),
-        _ => sample_valid(spec, rng),
+        _ => sample_valid(spec, today, rng),
     }
 }
 
@@ -194,8 +255,8 @@ fn int_digits(x: f64) -> usize {
 
 /// A text in the shape of a valid value of `spec` with every digit drawn at random (and a random
 /// sign and month name where the grammar has one), e.g. `+7.38` or `93/41/2706`.
-pub fn sample_random_shape<R: Rng>(spec: &FieldSpec, rng: &mut R) -> String {
-    let base = sample_valid(spec, rng);
+pub fn sample_random_shape<R: Rng>(spec: &FieldSpec, today: NaiveDate, rng: &mut R) -> String {
+    let base = sample_valid(spec, today, rng);
     let numeric = matches!(
         spec.grammar,
         Grammar::Decimal { .. } | Grammar::Integer { .. }
@@ -317,24 +378,78 @@ mod tests {
                 Some(["2019-01-01", "2025-12-31"]),
                 None,
             ),
+            spec(
+                Grammar::Date {
+                    format: "DD/MM/YYYY".into(),
+                },
+                Some(["2000-01-01", TODAY]),
+                None,
+            ),
             spec(Grammar::Time, Some(["07:00", "19:59"]), None),
+            spec(Grammar::Time, None, None),
             spec(
                 Grammar::Digits { count: 8 },
                 Some(["00000001", "99999999"]),
                 None,
             ),
         ];
+        let today = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
         for s in &specs {
             for _ in 0..200 {
-                let v = sample_valid(s, &mut rng);
-                assert_eq!(s.check_printed(&v).status, record::FieldStatus::Ok, "{v}");
-                let r = sample_random_shape(s, &mut rng);
+                let v = sample_valid(s, today, &mut rng);
+                assert_eq!(
+                    s.check_printed_at(&v, today).status,
+                    record::FieldStatus::Ok,
+                    "{v}"
+                );
+                let r = sample_random_shape(s, today, &mut rng);
                 if !matches!(s.grammar, Grammar::Date { .. } | Grammar::Time) {
                     assert!(s.grammar.normalise(&r).is_ok(), "{r}");
                 }
-                let o = sample_out_of_range(s, &mut rng);
+                let o = sample_out_of_range(s, today, &mut rng);
                 assert!(!o.is_empty());
             }
         }
+    }
+
+    // See: #11. Dates reach today (never the day of slack after it), times the whole day.
+    #[test]
+    fn dates_reach_today_and_times_the_whole_day() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let today = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let date = spec(
+            Grammar::Date {
+                format: "YYYY-MM-DD".into(),
+            },
+            Some(["2000-01-01", TODAY]),
+            None,
+        );
+        let dates: Vec<String> = (0..2000)
+            .map(|_| sample_valid(&date, today, &mut rng))
+            .collect();
+        let on_today = dates.iter().filter(|d| *d == "2026-12-01").count();
+        assert!((300..=500).contains(&on_today), "{on_today} of 2000 today");
+        assert!(dates.iter().all(|d| d.as_str() <= "2026-12-01"));
+        assert!(dates.iter().any(|d| d.as_str() < "2019-01-01"));
+        let time = spec(Grammar::Time, None, None);
+        let times: Vec<String> = (0..4000)
+            .map(|_| sample_valid(&time, today, &mut rng))
+            .collect();
+        for t in ["23:59", "00:00", "00:01"] {
+            assert!(times.iter().any(|x| x == t), "{t} never drawn");
+        }
+        let night = times
+            .iter()
+            .filter(|t| t.as_str() < "07:00" || t.as_str() > "19:59")
+            .count();
+        assert!(night > 400, "{night} of 4000 at night");
+        // Reproducible: the same seed and today give the same values.
+        let again = |seed| {
+            let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            (0..50)
+                .map(|_| sample_valid(&date, today, &mut r) + &sample_valid(&time, today, &mut r))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(again(3), again(3));
     }
 }

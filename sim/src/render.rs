@@ -1,10 +1,15 @@
 //! The simulator: templates prepared once (plate decoded, fonts rasterised), then any number of
 //! synthetic exports: values drawn on the plate with each field's `render` spec, then the
 //! template's degradations. Immutable after construction, so one `Simulator` serves many threads.
+//!
+//! The simulator's clock is a fixed `today` (default: the UTC date when it was built): exam dates
+//! are drawn up to it, so a seed renders the same export all day, and [`Simulator::with_today`]
+//! fixes it for tests. [`Simulator::render_export_at`] stamps one export with a chosen moment.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{NaiveDate, NaiveDateTime};
 use image::{DynamicImage, GrayImage, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -14,7 +19,7 @@ use vision::Affine;
 use crate::degrade::{self, Degrade, ScanMode, Source};
 use crate::fonts::{FontDirs, FontError};
 use crate::text::{self, Face};
-use crate::values::{self, GenerateError, Label, DEFAULT_ABSENT_RATE};
+use crate::values::{self, GenerateError, Label, Values, DEFAULT_ABSENT_RATE};
 
 /// Why the simulator could not start or render.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +136,7 @@ pub fn export_rng(seed: u64, id: &str, n: usize) -> ChaCha8Rng {
 pub struct Simulator {
     prepared: Vec<Prepared>,
     absent_rate: f64,
+    today: NaiveDate,
 }
 
 fn border_median(img: &RgbImage) -> [u8; 3] {
@@ -209,7 +215,20 @@ impl Simulator {
         Ok(Simulator {
             prepared,
             absent_rate: DEFAULT_ABSENT_RATE,
+            today: record::grammar::today_utc(),
         })
+    }
+
+    /// Sets the simulator's today (UTC): exam dates are drawn up to it and checked against it
+    /// (default: the UTC date when the simulator was built).
+    pub fn with_today(mut self, today: NaiveDate) -> Self {
+        self.today = today;
+        self
+    }
+
+    /// The simulator's today (UTC).
+    pub fn today(&self) -> NaiveDate {
+        self.today
     }
 
     /// Sets the share of absent groups (default 5 %).
@@ -240,8 +259,33 @@ impl Simulator {
     /// A synthetic export of template `id`, with its colour type, map and printed texts.
     pub fn render_export<R: Rng>(&self, id: &str, rng: &mut R) -> Result<Export, SimError> {
         let p = self.get(id)?;
+        let values = values::generate(&p.template, self.today, rng, self.absent_rate)?;
+        self.export(p, values, rng)
+    }
+
+    /// [`Simulator::render_export`] with the exam date and time (where the layout shows one)
+    /// stamped `at`, the device's own clock, printed as given even outside the template's range
+    /// (see [`values::stamp`]). The same `rng` state gives the same export as `render_export`
+    /// but for those two fields.
+    pub fn render_export_at<R: Rng>(
+        &self,
+        id: &str,
+        rng: &mut R,
+        at: NaiveDateTime,
+    ) -> Result<Export, SimError> {
+        let p = self.get(id)?;
+        let mut values = values::generate(&p.template, self.today, rng, self.absent_rate)?;
+        values::stamp(&p.template, &mut values, at);
+        self.export(p, values, rng)
+    }
+
+    fn export<R: Rng>(
+        &self,
+        p: &Prepared,
+        values: Values,
+        rng: &mut R,
+    ) -> Result<Export, SimError> {
         let t = &p.template;
-        let values = values::generate(t, rng, self.absent_rate)?;
         let d = Degrade::sample(&t.variation, t.width, t.height, p.base_mode, false, rng);
         let (image, jpeg) = self.compose(p, &values.printed, &d, rng)?;
         Ok(Export {

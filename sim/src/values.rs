@@ -9,9 +9,14 @@
 //!
 //! Fields are listed in catalog order; label values are the normalised values (`exam_date` ISO),
 //! `null` where the device shows an absent marker.
+//!
+//! Values are generated on an explicit `today` (exam dates reach it, a `"today"` range bound is
+//! checked against it), so a seed gives the same export on any day; [`stamp`] sets the exam date
+//! and time of one export to a chosen moment.
 
 use std::collections::BTreeMap;
 
+use chrono::{NaiveDate, NaiveDateTime};
 use rand::Rng;
 use record::rules::Seen;
 use record::{FieldStatus, Grammar, Rule, Template};
@@ -115,9 +120,11 @@ pub struct Values {
     pub label: Label,
 }
 
-/// Generates values for `t`; each absent group goes absent with probability `absent_rate`.
+/// Generates values for `t` on `today` (UTC); each absent group goes absent with probability
+/// `absent_rate`.
 pub fn generate<R: Rng>(
     t: &Template,
+    today: NaiveDate,
     rng: &mut R,
     absent_rate: f64,
 ) -> Result<Values, GenerateError> {
@@ -131,11 +138,11 @@ pub fn generate<R: Rng>(
             .zip(&absent)
             .map(|(f, a)| match a {
                 Some(k) => f.spec.absent[k % f.spec.absent.len()].clone(),
-                None => printed::sample_valid(&f.spec, rng),
+                None => printed::sample_valid(&f.spec, today, rng),
             })
             .collect();
         apply_rules(t, &absent, &mut printed, rng);
-        match check(t, &printed) {
+        match check(t, &printed, today) {
             Ok(label) => return Ok(Values { printed, label }),
             Err(e) => last = e,
         }
@@ -307,12 +314,48 @@ pub fn printed_from_label(t: &Template, label: &Label) -> Vec<String> {
         .collect()
 }
 
-/// Checks every printed text against its field and the rules; returns the label.
-pub fn check(t: &Template, printed: &[String]) -> Result<Label, String> {
+/// The exam date and time fields a stamp sets.
+const EXAM_DATE: &str = "exam_date";
+const EXAM_TIME: &str = "exam_time";
+
+/// Sets `values`' exam date to `at`'s date and its exam time (where the layout shows one) to
+/// `at`'s `HH:MM`, printed in the template's formats, label updated to match. The moment is the
+/// device's own clock and is printed as given, even outside the template's range (a device
+/// clock far off), so the label stays what the screen shows.
+pub fn stamp(t: &Template, values: &mut Values, at: NaiveDateTime) {
+    for (i, f) in t.fields.iter().enumerate() {
+        let (text, value) = match (f.spec.name.as_str(), &f.spec.grammar) {
+            (EXAM_DATE, Grammar::Date { format }) => (
+                printed::format_date(at.date(), format),
+                at.format("%Y-%m-%d").to_string(),
+            ),
+            (EXAM_TIME, Grammar::Time) => {
+                let hm = at.format("%H:%M").to_string();
+                (hm.clone(), hm)
+            }
+            _ => continue,
+        };
+        if let Some(slot) = values.printed.get_mut(i) {
+            *slot = text;
+        }
+        if let Some((_, v)) = values
+            .label
+            .fields
+            .iter_mut()
+            .find(|(n, _)| *n == f.spec.name)
+        {
+            *v = Some(value);
+        }
+    }
+}
+
+/// Checks every printed text against its field (a `"today"` bound on `today`, UTC) and the
+/// rules; returns the label.
+pub fn check(t: &Template, printed: &[String], today: NaiveDate) -> Result<Label, String> {
     let mut seen = BTreeMap::new();
     let mut fields = Vec::with_capacity(t.fields.len());
     for (f, text) in t.fields.iter().zip(printed) {
-        let c = f.spec.check_printed(text);
+        let c = f.spec.check_printed_at(text, today);
         let s = match c.status {
             FieldStatus::Ok => Seen::Present(c.number),
             FieldStatus::Absent => Seen::Absent,

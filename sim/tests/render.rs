@@ -8,11 +8,18 @@ use rand::SeedableRng;
 use record::{FieldStatus, TemplateSet};
 use sim::render::export_rng;
 use sim::values::{self, check, DEFAULT_ABSENT_RATE};
-use sim::{encode, ScanMode, Simulator};
+use sim::{encode, NaiveDate, ScanMode, Simulator};
+
+/// The fixed today of these tests (the day issue #11 was filed).
+fn today() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 12, 1).expect("valid date")
+}
 
 fn simulator() -> (TemplateSet, Simulator) {
     let (set, fonts) = util::templates();
-    let sim = Simulator::new(&set, &fonts).expect("simulator");
+    let sim = Simulator::new(&set, &fonts)
+        .expect("simulator")
+        .with_today(today());
     (set, sim)
 }
 
@@ -52,22 +59,22 @@ fn every_label_passes_the_template_checks() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let (mut absent, mut absentable) = (0usize, 0usize);
         for _ in 0..300 {
-            let v = values::generate(t, &mut rng, DEFAULT_ABSENT_RATE).expect("generate");
+            let v = values::generate(t, today(), &mut rng, DEFAULT_ABSENT_RATE).expect("generate");
             // The label is what the printed texts normalise to, and the rules hold.
             assert_eq!(
-                check(t, &v.printed).expect("rules and fields hold"),
+                check(t, &v.printed, today()).expect("rules and fields hold"),
                 v.label,
                 "{}",
                 t.id
             );
             for ((f, text), (name, value)) in t.fields.iter().zip(&v.printed).zip(&v.label.fields) {
                 assert_eq!(&f.spec.name, name, "{}: catalog order", t.id);
-                let c = f.spec.check_printed(text);
+                let c = f.spec.check_printed_at(text, today());
                 match value {
                     Some(v) => {
                         assert_eq!(c.status, FieldStatus::Ok, "{} {name} {text:?}", t.id);
                         f.spec
-                            .check_value(v)
+                            .check_value_at(v, today())
                             .unwrap_or_else(|e| panic!("{} {name} {v}: {e}", t.id));
                     }
                     None => {
@@ -178,4 +185,78 @@ fn files_decode_to_the_rendered_image() {
             }
         }
     }
+}
+
+// See: #11. An export stamped with a chosen moment shows it (in the device's format), its label
+// says it, and every other value is the unstamped export's.
+#[test]
+fn an_export_stamped_at_a_moment_shows_that_date_and_time() {
+    let (set, sim) = simulator();
+    let at = today().and_hms_opt(23, 59, 0).expect("valid time");
+    for t in set.iter() {
+        let plain = sim
+            .render_export(&t.id, &mut export_rng(31, &t.id, 0))
+            .expect("render");
+        let e = sim
+            .render_export_at(&t.id, &mut export_rng(31, &t.id, 0), at)
+            .expect("render");
+        assert_eq!(
+            e.label.get("exam_date"),
+            Some(Some("2026-12-01")),
+            "{}",
+            t.id
+        );
+        let has_time = t.field("exam_time").is_some();
+        if has_time {
+            assert_eq!(e.label.get("exam_time"), Some(Some("23:59")), "{}", t.id);
+        }
+        for ((f, text), (name, value)) in t.fields.iter().zip(&e.printed).zip(&e.label.fields) {
+            let c = f.spec.check_printed_at(text, today());
+            assert_eq!(&c.value, value, "{} {name}: printed {text:?}", t.id);
+            if !matches!(name.as_str(), "exam_date" | "exam_time") {
+                assert_eq!(plain.label.get(name), Some(value.as_deref()), "{}", t.id);
+            }
+        }
+        if plain.label != e.label {
+            assert!(plain.image != e.image, "{}: the stamp is drawn", t.id);
+        }
+    }
+    // A clock far off is printed as given (the label is what the screen shows).
+    let far = NaiveDate::from_ymd_opt(2031, 2, 3)
+        .and_then(|d| d.and_hms_opt(0, 1, 0))
+        .expect("valid moment");
+    let e = sim
+        .render_export_at("autoref_fw2", &mut export_rng(31, "autoref_fw2", 1), far)
+        .expect("render");
+    assert_eq!(e.label.get("exam_date"), Some(Some("2031-02-03")));
+    assert_eq!(e.label.get("exam_time"), Some(Some("00:01")));
+    let i = set
+        .get("autoref_fw2")
+        .and_then(|t| t.fields.iter().position(|f| f.spec.name == "exam_date"))
+        .expect("exam_date");
+    assert_eq!(e.printed[i], "03/02/2031");
+}
+
+#[test]
+fn exam_dates_reach_the_simulators_today() {
+    let (set, sim) = simulator();
+    let t = set.get("autoref_fw3").expect("autoref_fw3");
+    let dates: Vec<String> = (0..60)
+        .map(|n| {
+            let e = sim
+                .render_export(&t.id, &mut export_rng(41, &t.id, n))
+                .expect("render");
+            e.label
+                .get("exam_date")
+                .flatten()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        dates.iter().all(|d| d.as_str() <= "2026-12-01"),
+        "{dates:?}"
+    );
+    assert!(dates.iter().any(|d| d == "2026-12-01"), "{dates:?}");
+    assert!(dates.iter().any(|d| d.as_str() > "2025-12-31"), "{dates:?}");
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use record::TemplateSet;
-use sim::{FontDirs, Label, Simulator};
+use sim::{Export, FontDirs, Label, NaiveDateTime, Simulator};
 
 /// The simulator, shared by every simulated device.
 #[derive(Debug)]
@@ -70,21 +70,34 @@ impl Feed {
 
     /// Writes the next export of `dev`; returns its file name.
     pub fn emit(&self, dev: &mut Device) -> anyhow::Result<String> {
-        let seed = dev.next ^ fxhash(&dev.id);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(dev.next ^ fxhash(&dev.id));
         let export = self.sim.render_export(&dev.template, &mut rng)?;
-        let bytes = sim::encode(&export)?;
-        let name = format!("{}_{:06}.{}", dev.id, dev.next, export.format);
-        fs::write(
-            dev.truth.join(format!("{name}.json")),
-            export.label.to_json(),
-        )?;
-        let tmp = dev.exports.join(format!(".{name}.tmp"));
-        fs::write(&tmp, &bytes)?;
-        fs::rename(&tmp, dev.exports.join(&name))?;
-        dev.next += 1;
-        Ok(name)
+        write(dev, &export)
     }
+
+    /// Writes the next export of `dev` with its exam date and time (where the layout shows one)
+    /// stamped `at`, the device's own clock (printed as given, even outside the template's
+    /// range); returns its file name. Otherwise the export `emit` would have written.
+    pub fn emit_at(&self, dev: &mut Device, at: NaiveDateTime) -> anyhow::Result<String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(dev.next ^ fxhash(&dev.id));
+        let export = self.sim.render_export_at(&dev.template, &mut rng, at)?;
+        write(dev, &export)
+    }
+}
+
+/// Writes `export` as `dev`'s next export (truth first, then the image atomically).
+fn write(dev: &mut Device, export: &Export) -> anyhow::Result<String> {
+    let bytes = sim::encode(export)?;
+    let name = format!("{}_{:06}.{}", dev.id, dev.next, export.format);
+    fs::write(
+        dev.truth.join(format!("{name}.json")),
+        export.label.to_json(),
+    )?;
+    let tmp = dev.exports.join(format!(".{name}.tmp"));
+    fs::write(&tmp, &bytes)?;
+    fs::rename(&tmp, dev.exports.join(&name))?;
+    dev.next += 1;
+    Ok(name)
 }
 
 /// The ground truth of every export `dev` wrote: `(export name, label)`.

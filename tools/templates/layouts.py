@@ -4,8 +4,10 @@ each field's spec (grammar, unit, range, step, absent markers, as in the catalog
 and the anchors. Coordinates are reference-frame pixels."""
 
 ID = {"grammar": {"kind": "digits", "count": 8}, "range": ["00000001", "99999999"]}
-DATE_RANGE = ["2019-01-01", "2025-12-31"]
-TIME = {"grammar": {"kind": "time"}, "range": ["07:00", "19:59"]}
+# Exam dates run up to the checking machine's UTC date plus a day ("today"), exam times over the
+# whole day; the samples' 2019..2025 and clinic hours are not the devices' limits (issue #11).
+DATE_RANGE = ["2000-01-01", "today"]
+TIME = {"grammar": {"kind": "time"}}
 EYE = {"grammar": {"kind": "choice", "choices": ["OD", "OS"]}}
 
 

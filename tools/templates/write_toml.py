@@ -81,7 +81,7 @@ def main(layout):
         "# with tools/templates (see tools/templates/README.md); notes in firmware-notes/%s.md." % L["device_type"],
         "",
         "id = %s" % q(layout),
-        "version = %d" % L.get("version", 1),
+        "version = %d" % L.get("version", 2),  # 2: exam_date up to "today", any exam_time (#11)
         "device_type = %s" % q(L["device_type"]),
         "firmware = %s" % q(L["firmware"]),
         "model = %s" % q(L["model"]),
