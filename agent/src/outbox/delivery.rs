@@ -223,8 +223,9 @@ impl Delivery {
         }
     }
 
-    /// Held messages whose hold has ended, within their share of the window
-    /// ([`Delivery::held_share`]); each goes back in flight as sent now (`attempt` 1: a retry).
+    /// Held messages whose hold has ended, within their share of the window (half the free
+    /// window while a lane has unsent messages, all of it otherwise); each goes back in flight
+    /// as sent now (`attempt` 1: a retry).
     pub fn due_held(&mut self, now: Instant, durable_seq: u64) -> Vec<Send> {
         let share = self.held_share(durable_seq);
         let mut out = Vec::new();

@@ -43,24 +43,24 @@
 //!    PubAck to its publish, and the broker keeps nothing on disk). Retirements are not flushed
 //!    one by one: a retirement lost to a crash only causes a resend, and the hub answers a
 //!    resend with `duplicate`.
-//! 4a. *A `deferred` receipt deletes nothing.* The message stays in `messages`; only a
+//! 5. *A `deferred` receipt deletes nothing.* The message stays in `messages`; only a
 //!    `deferred` entry (when to try again, why) is added, and the protocol holds the message
 //!    out of the window until then, or until the next reconnect. So a hub that is upgraded
 //!    later (or a device registered later) still gets it: held messages are always due again
 //!    at a finite time (at most `outbox.defer_max_secs`, and at once at every reconnect), and
 //!    after a restart every deferral is read back and due at the first connection. A deferral
 //!    lost to a crash only causes a resend, which the hub defers again.
-//! 4b. *A `rejected` receipt deletes nothing either.* One transaction moves the whole stored
+//! 6. *A `rejected` receipt deletes nothing either.* One transaction moves the whole stored
 //!    value from `messages`/`index` to `rejected`, with the reason and time; the file stays
 //!    taken. Before the move commits the message is still queued (a crash resends it and the
 //!    hub rejects it again); after, it is on disk in `rejected` until an operator requeues it
 //!    (back into the queue with a new seq, same payload, one transaction). It no longer counts
 //!    in the quota, so a rejected message never stops new exports from being taken.
-//! 5. *Resends are harmless.* Record ids are derived from content
+//! 7. *Resends are harmless.* Record ids are derived from content
 //!    ([`record::RecordId::derive`]), so a resend, or a re-read of the same file after a crash
 //!    between steps 1 and 3, yields the same id and the hub's idempotent insert turns it into a
 //!    no-op: the database holds one row per export.
-//! 6. *Unreceipted messages are resent* after a timeout and after every reconnect, until the
+//! 8. *Unreceipted messages are resent* after a timeout and after every reconnect, until the
 //!    receipt comes ([`delivery`]). Because the outbox survives restarts, so does this promise.
 //!    Held (deferred) messages are out of the window, so they cannot fill it; and while the
 //!    queue has unsent messages they get at most half of the free window, so they cannot keep

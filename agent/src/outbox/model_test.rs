@@ -1,6 +1,6 @@
 //! Model test of the outbox: random sequences of enqueues, connections, sends over a lossy
 //! link, receipts, time passing, crash-reopens and a hub upgrade, against a model of what the
-//! hub holds. The hub defers messages `n % 3 == 0` until it is upgraded and rejects messages
+//! hub holds. The hub defers messages `n.is_multiple_of(3)` until it is upgraded and rejects messages
 //! `n % 5 == 0`; it stores the rest.
 //!
 //! Safety, checked after every step: the store holds every message enqueued and not yet
@@ -94,9 +94,9 @@ impl Harness {
 
     /// What the hub answers for message `n`.
     fn outcome(&self, n: u32) -> ReceiptOutcome {
-        if !self.upgraded && n % 3 == 0 {
+        if !self.upgraded && n.is_multiple_of(3) {
             ReceiptOutcome::Deferred
-        } else if n % 5 == 0 {
+        } else if n.is_multiple_of(5) {
             ReceiptOutcome::Rejected
         } else {
             ReceiptOutcome::Stored
@@ -268,7 +268,7 @@ impl Harness {
         let expected_rejected: BTreeSet<RecordId> = self
             .ever
             .iter()
-            .filter(|id| self.numbers[*id] % 5 == 0)
+            .filter(|id| self.numbers[*id].is_multiple_of(5))
             .cloned()
             .collect();
         assert_eq!(rejected, expected_rejected, "rejected part");

@@ -17,7 +17,7 @@
 //!   operator has since forgotten it ([`Store::forget_digest`], for `agent requeue`).
 //! - Every `deferred` key is also in `index`: a deferred message is still queued (it counts in
 //!   the backlog and the quota). Retiring or rejecting a message removes its deferral in the
-//!   same transaction ([`parts`]).
+//!   same transaction (the `parts` submodule).
 //! - A `rejected` id is in neither `messages` nor `index` (one transaction moves it), so it
 //!   leaves the backlog and the quota; it is never deleted, only requeued by an operator.
 //! - Sequence numbers come from [`sled::Db::generate_id`] with a single writer, so queue order

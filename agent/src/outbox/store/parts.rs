@@ -117,8 +117,17 @@ fn encode_rejected(at: DateTime<Utc>, seq: u64, reason: &str, message: &[u8]) ->
     v
 }
 
-/// Splits a `rejected` value into (at, seq, reason, the `messages` value).
-fn split_rejected(v: &[u8]) -> Result<(DateTime<Utc>, u64, String, &[u8]), OutboxError> {
+/// A `rejected` value, split.
+struct RejectedValue<'a> {
+    at: DateTime<Utc>,
+    seq: u64,
+    reason: String,
+    /// The `messages` value it had.
+    message: &'a [u8],
+}
+
+/// Splits a `rejected` value.
+fn split_rejected(v: &[u8]) -> Result<RejectedValue<'_>, OutboxError> {
     let corrupt = || OutboxError::Corrupt(format!("rejected value of {} bytes", v.len()));
     if v.len() < REJECTED_FIXED || v[0] != REJECTED_V1 {
         return Err(corrupt());
@@ -131,7 +140,12 @@ fn split_rejected(v: &[u8]) -> Result<(DateTime<Utc>, u64, String, &[u8]), Outbo
         return Err(corrupt());
     }
     let reason = String::from_utf8_lossy(&rest[..len]).into_owned();
-    Ok((at, seq, reason, &rest[len..]))
+    Ok(RejectedValue {
+        at,
+        seq,
+        reason,
+        message: &rest[len..],
+    })
 }
 
 fn abort(e: OutboxError) -> ConflictableTransactionError<OutboxError> {
@@ -277,11 +291,11 @@ impl Store {
         let mut out = Vec::new();
         for entry in self.rejected.iter() {
             let (_, v) = entry?;
-            let (rejected_at, seq, reason, value) = split_rejected(&v)?;
+            let r = split_rejected(&v)?;
             out.push(RejectedMessage {
-                pending: decode_message(seq, value)?,
-                reason,
-                rejected_at,
+                pending: decode_message(r.seq, r.message)?,
+                reason: r.reason,
+                rejected_at: r.at,
             });
         }
         Ok(out)
@@ -305,7 +319,7 @@ impl Store {
             let Some(v) = rejected.remove(id.as_str())? else {
                 return Ok(None);
             };
-            let (_, _, _, value) = split_rejected(&v).map_err(abort)?;
+            let value = split_rejected(&v).map_err(abort)?.message;
             let payload_len = value.len().saturating_sub(2 + HEX_LEN) as u32;
             if let Some(old) = index.get(id.as_str())? {
                 // Queued again meanwhile (a re-read of the same file): that copy is the one.
