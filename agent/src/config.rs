@@ -156,6 +156,8 @@ impl Settings {
         DeliveryConfig {
             window: self.outbox.window,
             resend_after: std::time::Duration::from_secs(self.outbox.resend_after_secs),
+            defer_initial: std::time::Duration::from_secs(self.outbox.defer_initial_secs),
+            defer_max: std::time::Duration::from_secs(self.outbox.defer_max_secs),
         }
     }
 }
@@ -182,13 +184,7 @@ impl Config {
     /// Returns every problem found, not just the first.
     pub fn validate(&self, base: &Path) -> Result<Settings, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
-        };
+        let resolve = |p: &Path| resolve(base, p);
 
         let device = DeviceId::new(self.device_id.clone())
             .map_err(|e| errors.push(ConfigError::invalid("device_id", e.to_string())))
@@ -294,6 +290,21 @@ impl Config {
                 "must be ≥ 1",
             ));
         }
+        if outbox.defer_initial_secs == 0 {
+            errors.push(ConfigError::invalid(
+                "outbox.defer_initial_secs",
+                "must be ≥ 1",
+            ));
+        }
+        if outbox.defer_max_secs < outbox.defer_initial_secs {
+            errors.push(ConfigError::invalid(
+                "outbox.defer_max_secs",
+                format!(
+                    "must be ≥ outbox.defer_initial_secs ({})",
+                    outbox.defer_initial_secs
+                ),
+            ));
+        }
 
         let mut publish = self.publish.clone();
         publish.password_file = publish.password_file.as_deref().map(resolve);
@@ -335,14 +346,58 @@ impl Config {
     }
 }
 
+/// `p` against `base` unless it is absolute.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+/// The directory relative paths in the file at `path` are resolved against.
+fn base_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Loads and validates `path` (relative paths against its directory).
 pub fn load_settings(path: &Path) -> Result<Settings, Vec<ConfigError>> {
     let config = Config::load(path).map_err(|e| vec![e])?;
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    config.validate(base)
+    config.validate(base_of(path))
+}
+
+/// What the offline commands (`agent outbox`, `agent requeue`) need from the file, resolved as
+/// [`load_settings`] resolves it, without the rest of the validation: a missing model or
+/// secret must not stop an operator from inspecting the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminPaths {
+    /// `data_dir`.
+    pub data_dir: PathBuf,
+    /// `quarantine.dir`.
+    pub quarantine_dir: PathBuf,
+    /// `ingest.export_dirs`.
+    pub export_dirs: Vec<PathBuf>,
+    /// `outbox.max_bytes`.
+    pub max_bytes: u64,
+}
+
+/// Reads the [`AdminPaths`] of the file at `path`.
+pub fn load_admin_paths(path: &Path) -> Result<AdminPaths, ConfigError> {
+    let config = Config::load(path)?;
+    let base = base_of(path);
+    Ok(AdminPaths {
+        data_dir: resolve(base, &config.data_dir),
+        quarantine_dir: resolve(base, &config.quarantine.dir),
+        export_dirs: config
+            .ingest
+            .export_dirs
+            .iter()
+            .map(|p| resolve(base, p))
+            .collect(),
+        max_bytes: config.outbox.max_bytes,
+    })
 }
 
 #[cfg(test)]
@@ -375,6 +430,8 @@ mod tests {
             dir = "exports/q"
             [outbox]
             window = 0
+            defer_initial_secs = 600
+            defer_max_secs = 60
             [publish]
             broker_url = "http://x"
             [telemetry]
@@ -396,6 +453,7 @@ mod tests {
             "device_type",
             "quarantine.dir",
             "outbox.window",
+            "outbox.defer_max_secs",
             "recognize.templates_dir",
             "recognize.model_path",
             "telemetry.metrics_listen",

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::assemble::stage::{AssembleSettings, AssembleStage, RecognizeFn};
 use crate::config::Settings;
@@ -90,8 +90,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let backlog = store.backlog();
     info!(
         device = %settings.device, version = AGENT_VERSION, backlog = backlog.messages,
-        backlog_bytes = backlog.bytes, "Agent starting."
+        backlog_bytes = backlog.bytes, deferred = backlog.deferred, "Agent starting."
     );
+    if backlog.rejected > 0 {
+        warn!(
+            rejected = backlog.rejected,
+            "The outbox keeps messages the hub rejected; see `agent outbox list --rejected`."
+        );
+    }
     let recognize = {
         let settings = settings.clone();
         let recognizer =
@@ -110,6 +116,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         call
     };
     let health = Health::default();
+    if let Some((_, d)) = store
+        .deferrals()?
+        .into_iter()
+        .min_by_key(|(_, d)| d.first_deferred_at)
+    {
+        health.set_deferred_error(telemetry::deferred_error(backlog.deferred, &d.reason));
+    }
     let claims = Claims::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(addr) = settings.metrics_listen {

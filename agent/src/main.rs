@@ -1,11 +1,15 @@
 //! The `agent` binary: parses the command line, installs tracing, loads the configuration and
-//! calls [`agent::run`]. Subcommands: `run` (default), `check-config`, `print-config`,
-//! `recognize`.
+//! calls [`agent::run`]. Subcommands: `run` (default), `check`, `check-config`, `print-config`,
+//! `recognize`, and for a stopped agent `outbox list|status|requeue|export` and `requeue`
+//! (library functions in [`agent::outbox::admin`] and [`agent::outbox::reread`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use agent::outbox::admin::{self, Part, Target};
+use agent::outbox::{reread, Requeued};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -13,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (for `run`).
+    /// Configuration file (for `run`, `check`, `outbox` and `requeue`).
     #[arg(long, short, global = true, default_value = "agent.toml")]
     config: PathBuf,
     /// Log format.
@@ -40,6 +44,35 @@ enum Command {
     },
     /// Print the default configuration, with comments.
     PrintConfig,
+    /// Check the configuration file (-c) and show the outbox: queued, deferred and rejected
+    /// counts and the oldest deferral's reason. While the agent runs, the outbox is locked;
+    /// then its status message (`last_error`) and metrics show the same.
+    Check,
+    /// Inspect or act on the outbox of a stopped agent (the running agent locks it).
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Make a stopped agent read export files again at its next start, after a template or
+    /// model update: forgets their digests (nothing queued or rejected is touched).
+    ///
+    /// What the hub does with a re-read: the record id derives from device, image digest,
+    /// template id and template version. Under the same template version it is the same record
+    /// (the hub answers duplicate; nothing changes). Under a new template version it is a new
+    /// record id, which the hub stores as a revision that supersedes the earlier record of the
+    /// same image. A quarantined export that a template now fits becomes a record.
+    #[command(
+        override_usage = "agent requeue --quarantined\n       agent requeue <EXPORT FILE>..."
+    )]
+    Requeue {
+        /// Every file in quarantine.dir (not the *.reason.txt files) goes back into the first
+        /// export folder under its original name, to be read again.
+        #[arg(long, conflicts_with = "files")]
+        quarantined: bool,
+        /// Export files (in an export folder) to read again.
+        #[arg(required_unless_present = "quarantined", value_name = "EXPORT FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Recognize export files and print one JSON line per file.
     Recognize {
         /// Templates directory.
@@ -51,6 +84,44 @@ enum Command {
         /// Export files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// List messages, one per line: id, state, kind, seq, size, source file, times, reason.
+    /// Default: everything queued (deferred messages included).
+    List {
+        /// Only the messages the hub rejected (kept aside, never deleted).
+        #[arg(long, conflicts_with = "deferred")]
+        rejected: bool,
+        /// Only the queued messages the hub deferred.
+        #[arg(long)]
+        deferred: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts of queued, deferred and rejected messages, and the oldest deferral's reason.
+    Status,
+    /// Move rejected messages back into the queue (new seq, same payload), so the agent sends
+    /// them again at its next start; for a deferred id, clear its deferral (retry at once).
+    #[command(override_usage = "agent outbox requeue <ID>...\n       agent outbox requeue --all")]
+    Requeue {
+        /// Message ids, as `agent outbox list` prints them.
+        #[arg(required_unless_present = "all", value_name = "ID")]
+        ids: Vec<String>,
+        /// Every rejected and every deferred message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Write each queued message's payload (JSON, as published) to DIR/<id>.json.
+    Export {
+        /// Target folder (created if missing).
+        dir: PathBuf,
+        /// The rejected messages instead.
+        #[arg(long)]
+        rejected: bool,
     },
 }
 
@@ -111,7 +182,154 @@ fn main() -> ExitCode {
             install_tracing(cli.log_format);
             run(cli.config)
         }
+        Command::Check => check(&cli.config),
+        Command::Outbox { command } => report(outbox(&cli.config, command)),
+        Command::Requeue { quarantined, files } => {
+            report(requeue(&cli.config, quarantined, &files))
+        }
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `agent check`: the configuration, then the outbox (exit 0 while a running agent holds it).
+fn check(config: &std::path::Path) -> ExitCode {
+    let settings = match agent::config::load_settings(config) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("{}: {} problem(s):", config.display(), errors.len());
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{}: ok (device {}, broker {}:{})",
+        config.display(),
+        settings.device,
+        settings.mqtt.broker.host,
+        settings.mqtt.broker.port
+    );
+    let dir = settings.data_dir.join(agent::OUTBOX_DIR);
+    match agent::outbox::Store::open(&dir, settings.outbox.max_bytes) {
+        Ok(store) => match admin::summary(&store) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: reading the outbox: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(agent::outbox::OutboxError::Locked { .. }) => {
+            println!(
+                "outbox: in use by the running agent; its status last_error and the metrics \
+                 examlink_agent_outbox_deferred / _rejected show deferred and rejected records"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_outbox(
+    config: &std::path::Path,
+) -> anyhow::Result<(agent::config::AdminPaths, agent::outbox::Store)> {
+    let paths = agent::config::load_admin_paths(config)?;
+    let store = admin::open(&paths)?;
+    Ok((paths, store))
+}
+
+fn outbox(config: &std::path::Path, command: OutboxCommand) -> anyhow::Result<()> {
+    let (_, store) = open_outbox(config)?;
+    match command {
+        OutboxCommand::List {
+            rejected,
+            deferred,
+            json,
+        } => {
+            let part = match (rejected, deferred) {
+                (true, _) => Part::Rejected,
+                (_, true) => Part::Deferred,
+                _ => Part::Queued,
+            };
+            let items = admin::list(&store, part)?;
+            admin::write_list(&mut std::io::stdout().lock(), &items, json)?;
+            if !json {
+                eprintln!("{}", admin::summary(&store)?);
+            }
+        }
+        OutboxCommand::Status => println!("{}", admin::summary(&store)?),
+        OutboxCommand::Requeue { ids, all } => {
+            let target = if all { Target::All } else { Target::Ids(ids) };
+            let mut missing = 0;
+            for (id, r) in admin::requeue(&store, &target)? {
+                match r {
+                    Requeued::Queued(seq) => println!("{id}: queued again (seq {seq})"),
+                    Requeued::Undeferred => {
+                        println!("{id}: deferral cleared; sent at the next start")
+                    }
+                    Requeued::NotFound => {
+                        missing += 1;
+                        println!("{id}: neither rejected nor deferred; nothing done");
+                    }
+                }
+            }
+            if missing > 0 && !all {
+                anyhow::bail!("{missing} id(s) were neither rejected nor deferred");
+            }
+        }
+        OutboxCommand::Export { dir, rejected } => {
+            let part = if rejected {
+                Part::Rejected
+            } else {
+                Part::Queued
+            };
+            let n = admin::export(&store, &dir, part)
+                .with_context(|| format!("exporting to {}", dir.display()))?;
+            println!("exported {n} message(s) to {}", dir.display());
+        }
+    }
+    store.flush()?;
+    Ok(())
+}
+
+fn requeue(config: &std::path::Path, quarantined: bool, files: &[PathBuf]) -> anyhow::Result<()> {
+    let (paths, store) = open_outbox(config)?;
+    let done = if quarantined {
+        let export = paths
+            .export_dirs
+            .first()
+            .context("ingest.export_dirs is empty: nowhere to put the files back")?;
+        reread::quarantined(&store, &paths.quarantine_dir, export)?
+    } else {
+        reread::files(&store, files, &paths.export_dirs)?
+    };
+    for r in &done {
+        if let Some(w) = &r.warning {
+            eprintln!("warning: {w}");
+        }
+        println!("{} -> read again as {}", r.file.display(), r.into.display());
+    }
+    println!(
+        "{} file(s) will be read again when the agent starts",
+        done.len()
+    );
+    store.flush()?;
+    Ok(())
 }
 
 fn run(config: PathBuf) -> ExitCode {

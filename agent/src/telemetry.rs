@@ -3,7 +3,8 @@
 //!
 //! Metrics are Prometheus text on `telemetry.metrics_listen` (off by default; keep it on
 //! localhost). Names are `examlink_agent_<name>_total` for counters; labels are bounded:
-//! `kind` (record, rejection), `outcome` (stored, duplicate, rejected), `code` (rejection codes)
+//! `kind` (record, rejection), `outcome` (stored, duplicate, deferred, rejected), `code`
+//! (rejection codes)
 //! — never file names or record ids.
 
 use std::net::SocketAddr;
@@ -39,6 +40,10 @@ pub const CONNECTION_ERRORS: &str = "examlink_agent_connection_errors_total";
 pub const BACKLOG_MESSAGES: &str = "examlink_agent_backlog_messages";
 /// Their payload bytes (gauge).
 pub const BACKLOG_BYTES: &str = "examlink_agent_backlog_bytes";
+/// Queued messages the hub deferred (gauge; part of the backlog).
+pub const OUTBOX_DEFERRED: &str = "examlink_agent_outbox_deferred";
+/// Messages the hub rejected, kept in the outbox's rejected part (gauge; not in the backlog).
+pub const OUTBOX_REJECTED: &str = "examlink_agent_outbox_rejected";
 
 /// `[telemetry]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -60,11 +65,23 @@ pub fn count(name: &'static str, kind: Kind) {
     metrics::counter!(name, "kind" => kind_label(kind)).increment(1);
 }
 
-/// Sets the backlog gauges.
+/// Sets the backlog gauges, deferred and rejected included.
 pub fn set_backlog(backlog: Backlog) {
     metrics::gauge!(BACKLOG_MESSAGES).set(backlog.messages as f64);
     metrics::gauge!(BACKLOG_BYTES).set(backlog.bytes as f64);
+    metrics::gauge!(OUTBOX_DEFERRED).set(backlog.deferred as f64);
+    metrics::gauge!(OUTBOX_REJECTED).set(backlog.rejected as f64);
 }
+
+/// The status `last_error` while the hub defers records: `N record(s) deferred by the hub:
+/// REASON` (the latest reason).
+pub fn deferred_error(count: u64, reason: &str) -> String {
+    let noun = if count == 1 { "record" } else { "records" };
+    format!("{count} {noun} {DEFERRED_BY_THE_HUB}{reason}")
+}
+
+/// What marks a `last_error` made by [`deferred_error`].
+const DEFERRED_BY_THE_HUB: &str = "deferred by the hub: ";
 
 #[derive(Debug, Default)]
 struct HealthInner {
@@ -101,6 +118,30 @@ impl Health {
     pub fn set_error(&self, error: String) {
         if let Ok(mut e) = self.0.last_error.lock() {
             *e = Some(error);
+        }
+    }
+
+    /// Sets a `last_error` made by [`deferred_error`]; true when the last error was not one
+    /// (deferrals just started: worth a WARN).
+    pub fn set_deferred_error(&self, error: String) -> bool {
+        let Ok(mut e) = self.0.last_error.lock() else {
+            return false;
+        };
+        let started = !e
+            .as_deref()
+            .is_some_and(|e| e.contains(DEFERRED_BY_THE_HUB));
+        *e = Some(error);
+        started
+    }
+
+    /// Clears a `last_error` made by [`deferred_error`] (nothing is deferred any more).
+    pub fn clear_deferred_error(&self) {
+        if let Ok(mut e) = self.0.last_error.lock() {
+            if e.as_deref()
+                .is_some_and(|e| e.contains(DEFERRED_BY_THE_HUB))
+            {
+                *e = None;
+            }
         }
     }
 
@@ -177,6 +218,12 @@ mod tests {
         health.export_taken();
         health.export_rejected("not_an_image");
         count(MESSAGES_QUEUED, Kind::Record);
+        set_backlog(Backlog {
+            messages: 3,
+            bytes: 10,
+            deferred: 2,
+            rejected: 1,
+        });
         let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
         sock.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
             .await
@@ -196,8 +243,46 @@ mod tests {
             body.contains(r#"examlink_agent_messages_queued_total{kind="record"} 1"#),
             "{body}"
         );
+        for gauge in [
+            "examlink_agent_outbox_deferred 2",
+            "examlink_agent_outbox_rejected 1",
+        ] {
+            assert!(body.contains(gauge), "{gauge} missing from {body}");
+        }
         let report = health.report(&DeviceId::new("dev-1").unwrap(), true, Backlog::default());
         assert_eq!((report.exports, report.rejected), (1, 1));
         tx.send(()).unwrap();
+    }
+
+    #[test]
+    fn a_deferral_shows_in_last_error_until_nothing_is_deferred() {
+        let health = Health::default();
+        let dev = DeviceId::new("dev-1").unwrap();
+        assert!(health.set_deferred_error(deferred_error(
+            1,
+            "template_version: autoref_fw2 v3 unknown"
+        )));
+        assert!(!health.set_deferred_error(deferred_error(
+            1,
+            "template_version: autoref_fw2 v3 unknown"
+        )));
+        let report = health.report(&dev, true, Backlog::default());
+        assert_eq!(
+            report.last_error.as_deref(),
+            Some("1 record deferred by the hub: template_version: autoref_fw2 v3 unknown")
+        );
+        health.clear_deferred_error();
+        assert_eq!(
+            health.report(&dev, true, Backlog::default()).last_error,
+            None
+        );
+        // Another error is left alone.
+        health.set_error("broker connection: refused".into());
+        health.clear_deferred_error();
+        assert!(health
+            .report(&dev, true, Backlog::default())
+            .last_error
+            .is_some());
+        assert!(deferred_error(2, "x").starts_with("2 records deferred"));
     }
 }

@@ -118,7 +118,9 @@ fn tmp_name(target: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn write_atomic(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `target` through a `<target>.tmp` that is fsynced and renamed, so a crash
+/// leaves either nothing or the whole file.
+pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_name(target);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -128,7 +130,7 @@ fn write_atomic(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Makes the renames durable where the platform allows opening a directory.
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     #[cfg(unix)]
     if let Ok(d) = std::fs::File::open(dir) {
         let _synced = d.sync_all();

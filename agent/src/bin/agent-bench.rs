@@ -212,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
         DeliveryConfig {
             window: args.window,
             resend_after: Duration::from_secs(60),
+            ..DeliveryConfig::default()
         },
         Health::default(),
     );

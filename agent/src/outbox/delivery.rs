@@ -1,6 +1,6 @@
 //! The delivery protocol, sans-IO: which queued messages to send now, which to resend, and
-//! which sends a receipt settles. No network and no disk here; [`Outbox`] pairs it with the
-//! [`Store`] and [`crate::publish`] drives it from the MQTT event loop.
+//! which sends a receipt settles. No network and no disk here; [`super::Outbox`] pairs it with
+//! the [`super::Store`] and [`crate::publish`] drives it from the MQTT event loop.
 //!
 //! Rules:
 //! - At most `window` messages are in flight (sent, no receipt yet).
@@ -12,15 +12,18 @@
 //!   attempt up to 8×; and at once after a reconnect (the receipt or the publish may have been
 //!   lost with the connection).
 //! - A receipt retires the message whatever its state (even one sent by an earlier process).
+//! - A message the hub *deferred* is *held*: out of the window, skipped by the lanes, and sent
+//!   again only when its hold ends ([`Delivery::hold`]; the backoff is
+//!   [`DeliveryConfig::defer_delay`]) or at the next reconnect, when every held message is due
+//!   at once (the hub may just have been upgraded). While the lanes have unsent messages, due
+//!   held messages get at most half the free window, so they never hold up fresh exports.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
 use std::time::Duration;
 
 use record::RecordId;
 use tokio::time::Instant;
-
-use super::store::{OutboxError, Pending, Store};
 
 /// Tuning of the delivery protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,33 @@ pub struct DeliveryConfig {
     pub window: usize,
     /// Time after a send before the first resend.
     pub resend_after: Duration,
+    /// Hold after the first deferred receipt; doubles per deferral.
+    pub defer_initial: Duration,
+    /// Longest hold.
+    pub defer_max: Duration,
+}
+
+impl Default for DeliveryConfig {
+    /// The `[outbox]` defaults.
+    fn default() -> Self {
+        Self {
+            window: 256,
+            resend_after: Duration::from_secs(60),
+            defer_initial: Duration::from_secs(60),
+            defer_max: Duration::from_secs(3 * 3600),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// How long a message is held after its `attempts`-th deferred receipt (1 for the first):
+    /// `defer_initial` doubling per attempt, at most `defer_max`.
+    pub fn defer_delay(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(32);
+        self.defer_initial
+            .saturating_mul(2u32.saturating_pow(doublings))
+            .min(self.defer_max)
+    }
 }
 
 /// Which part of the queue a fetch reads.
@@ -49,6 +79,13 @@ pub struct Fetch {
     pub range: Range<u64>,
     /// Most messages to read.
     pub max: usize,
+}
+
+/// A deferred message: its queue position and when it is due (`None`: at the next connection).
+#[derive(Debug)]
+struct Held {
+    seq: u64,
+    due: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -73,6 +110,10 @@ pub struct Delivery {
     /// Resend deadlines in send order; entries whose generation no longer matches are stale.
     timeline: VecDeque<(Instant, RecordId, u64)>,
     generation: u64,
+    /// Deferred messages, not in flight and skipped by the lanes.
+    held: HashMap<RecordId, Held>,
+    /// The held messages with a due time, in due order.
+    held_due: BTreeSet<(Instant, u64, RecordId)>,
 }
 
 /// A message to publish now.
@@ -101,6 +142,8 @@ impl Delivery {
             in_flight: HashMap::new(),
             timeline: VecDeque::new(),
             generation: 0,
+            held: HashMap::new(),
+            held_due: BTreeSet::new(),
         }
     }
 
@@ -114,8 +157,18 @@ impl Delivery {
         self.in_flight.len()
     }
 
+    /// Messages held after a deferred receipt.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether `id` is held.
+    pub fn is_held(&self, id: &RecordId) -> bool {
+        self.held.contains_key(id)
+    }
+
     /// The connection (and the receipts subscription) is up; `durable_seq` is the store's
-    /// newest message. Everything in flight becomes due at once.
+    /// newest message. Everything in flight and everything held becomes due at once.
     pub fn on_connected(&mut self, now: Instant, durable_seq: u64) {
         self.connected = true;
         if self.split == u64::MAX {
@@ -127,6 +180,80 @@ impl Delivery {
         for id in ids {
             self.schedule(now, id, Duration::ZERO);
         }
+        self.held_due.clear();
+        for (id, h) in &mut self.held {
+            h.due = Some(now);
+            self.held_due.insert((now, h.seq, id.clone()));
+        }
+    }
+
+    /// The hub deferred `id` (queue position `seq`): it leaves the window and is held until
+    /// `due` (`None`: until the next connection; for deferrals read back after a restart).
+    pub fn hold(&mut self, id: RecordId, seq: u64, due: Option<Instant>) {
+        self.in_flight.remove(&id);
+        self.unhold(&id);
+        if let Some(at) = due {
+            self.held_due.insert((at, seq, id.clone()));
+        }
+        self.held.insert(id, Held { seq, due });
+    }
+
+    fn unhold(&mut self, id: &RecordId) {
+        if let Some(h) = self.held.remove(id) {
+            if let Some(at) = h.due {
+                self.held_due.remove(&(at, h.seq, id.clone()));
+            }
+        }
+    }
+
+    /// How many due held messages may be sent now: half the free window while a lane has
+    /// unsent messages, all of it otherwise.
+    fn held_share(&self, durable_seq: u64) -> usize {
+        if !self.connected {
+            return 0;
+        }
+        let free = self.config.window.saturating_sub(self.in_flight.len());
+        let end = durable_seq.saturating_add(1);
+        let backlog = self.backlog_cursor < self.split.min(end);
+        let fresh = self.split != u64::MAX && self.fresh_cursor < end;
+        if backlog || fresh {
+            free / 2
+        } else {
+            free
+        }
+    }
+
+    /// Held messages whose hold has ended, within their share of the window (half the free
+    /// window while a lane has unsent messages, all of it otherwise); each goes back in flight
+    /// as sent now (`attempt` 1: a retry).
+    pub fn due_held(&mut self, now: Instant, durable_seq: u64) -> Vec<Send> {
+        let share = self.held_share(durable_seq);
+        let mut out = Vec::new();
+        while out.len() < share {
+            let Some((at, seq, id)) = self.held_due.first().cloned() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.held_due.pop_first();
+            self.held.remove(&id);
+            self.in_flight.insert(
+                id.clone(),
+                Flight {
+                    seq,
+                    attempts: 0,
+                    generation: 0,
+                },
+            );
+            self.schedule(now, id.clone(), self.config.resend_after);
+            out.push(Send {
+                seq,
+                id,
+                attempt: 1,
+            });
+        }
+        out
     }
 
     /// The connection went down; nothing is sent until [`Delivery::on_connected`].
@@ -185,7 +312,7 @@ impl Delivery {
         }
         let mut sends = Vec::with_capacity(got.len());
         for (seq, id) in got {
-            if self.in_flight.contains_key(id) {
+            if self.in_flight.contains_key(id) || self.held.contains_key(id) {
                 continue;
             }
             self.in_flight.insert(
@@ -233,27 +360,42 @@ impl Delivery {
         out
     }
 
-    /// When [`Delivery::due`] next has something (None: nothing in flight or disconnected).
-    pub fn next_deadline(&mut self) -> Option<Instant> {
+    /// When [`Delivery::due`] or [`Delivery::due_held`] next has something (None: nothing in
+    /// flight or held with room to send it, or disconnected). `durable_seq` as for
+    /// [`Delivery::next_fetch`].
+    pub fn next_deadline(&mut self, durable_seq: u64) -> Option<Instant> {
+        let mut resend = None;
         while let Some((at, id, generation)) = self.timeline.front() {
             match self.in_flight.get(id) {
-                Some(f) if f.generation == *generation => return Some(*at),
+                Some(f) if f.generation == *generation => {
+                    resend = Some(*at);
+                    break;
+                }
                 _ => {
                     self.timeline.pop_front();
                 }
             }
         }
-        None
+        let held = match self.held_share(durable_seq) {
+            0 => None,
+            _ => self.held_due.first().map(|(at, _, _)| *at),
+        };
+        match (resend, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// A receipt came for `id`: it is no longer in flight. Returns its queue position when
-    /// this process had sent it.
+    /// A final receipt (stored, duplicate, rejected) came for `id`: it is no longer in flight
+    /// or held. Returns its queue position when this process had it in flight.
     pub fn on_receipt(&mut self, id: &RecordId) -> Option<u64> {
+        self.unhold(id);
         self.in_flight.remove(id).map(|f| f.seq)
     }
 
     /// The message was not found in the store when it was due (retired meanwhile).
     pub fn forget(&mut self, id: &RecordId) {
+        self.unhold(id);
         self.in_flight.remove(id);
     }
 
@@ -277,115 +419,6 @@ impl Delivery {
     }
 }
 
-/// A message ready for the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The stored message.
-    pub pending: Pending,
-    /// 0 for a first send, then the resend count.
-    pub attempt: u32,
-}
-
-/// The store and the protocol together: what the publisher drives. Still no network.
-#[derive(Debug)]
-pub struct Outbox {
-    store: Store,
-    delivery: Delivery,
-}
-
-/// How a batch of receipts was applied.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retired {
-    /// Messages removed from the store.
-    pub removed: usize,
-    /// Receipts for messages no longer queued (repeats, late duplicates).
-    pub unknown: usize,
-}
-
-impl Outbox {
-    /// Pairs a store with a fresh protocol state.
-    pub fn new(store: Store, config: DeliveryConfig) -> Self {
-        Self {
-            store,
-            delivery: Delivery::new(config),
-        }
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The protocol state.
-    pub fn delivery(&self) -> &Delivery {
-        &self.delivery
-    }
-
-    /// See [`Delivery::on_connected`].
-    pub fn on_connected(&mut self, now: Instant) {
-        let durable = self.store.durable_seq();
-        self.delivery.on_connected(now, durable);
-    }
-
-    /// See [`Delivery::on_disconnected`].
-    pub fn on_disconnected(&mut self) {
-        self.delivery.on_disconnected();
-    }
-
-    /// Everything to publish now: due resends first, then new messages up to the window.
-    pub fn poll_transmit(&mut self, now: Instant) -> Result<Vec<Transmit>, OutboxError> {
-        let mut out = Vec::new();
-        for send in self.delivery.due(now) {
-            match self.store.get(send.seq)? {
-                Some(pending) if pending.id == send.id => out.push(Transmit {
-                    pending,
-                    attempt: send.attempt,
-                }),
-                _ => self.delivery.forget(&send.id),
-            }
-        }
-        while let Some(fetch) = self.delivery.next_fetch(self.store.durable_seq()) {
-            let batch = self.store.batch(fetch.range.clone(), fetch.max)?;
-            let ids: Vec<(u64, RecordId)> = batch.iter().map(|p| (p.seq, p.id.clone())).collect();
-            let sends = self.delivery.fetched(now, &fetch, &ids);
-            let mut batch = batch.into_iter();
-            for send in sends {
-                // `sends` is a subsequence of `batch` in the same order.
-                for pending in batch.by_ref() {
-                    if pending.seq == send.seq {
-                        out.push(Transmit {
-                            pending,
-                            attempt: 0,
-                        });
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Applies receipts: the messages leave the store and the window.
-    pub fn on_receipts(&mut self, ids: &[RecordId]) -> Result<Retired, OutboxError> {
-        for id in ids {
-            self.delivery.on_receipt(id);
-        }
-        let mut retired = Retired::default();
-        for r in self.store.retire(ids)? {
-            match r {
-                Some(_) => retired.removed += 1,
-                None => retired.unknown += 1,
-            }
-        }
-        Ok(retired)
-    }
-
-    /// See [`Delivery::next_deadline`].
-    pub fn next_deadline(&mut self) -> Option<Instant> {
-        self.delivery.next_deadline()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +431,8 @@ mod tests {
         DeliveryConfig {
             window,
             resend_after: Duration::from_secs(10),
+            defer_initial: Duration::from_secs(60),
+            defer_max: Duration::from_secs(600),
         }
     }
 
@@ -437,7 +472,7 @@ mod tests {
         d.on_connected(t0, 2);
         assert_eq!(pump(&mut d, t0, &[1, 2]), vec![1, 2]);
         assert!(d.due(t0 + Duration::from_secs(9)).is_empty());
-        assert_eq!(d.next_deadline(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(d.next_deadline(2), Some(t0 + Duration::from_secs(10)));
         d.on_receipt(&id(1));
         let due = d.due(t0 + Duration::from_secs(10));
         assert_eq!(
@@ -486,5 +521,95 @@ mod tests {
         d.on_connected(now, 7);
         // 8 was queued after the reconnect: fresh lane first.
         assert_eq!(pump(&mut d, now, &[6, 7, 8]), vec![8, 6, 7]);
+    }
+
+    #[test]
+    fn defer_delay_doubles_up_to_the_cap() {
+        let c = config(1);
+        let secs: Vec<u64> = (1..=6).map(|a| c.defer_delay(a).as_secs()).collect();
+        assert_eq!(secs, vec![60, 120, 240, 480, 600, 600]);
+        assert_eq!(c.defer_delay(u32::MAX), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn held_messages_leave_the_window_and_do_not_block_fresh_ones() {
+        let t0 = Instant::now();
+        let mut d = Delivery::new(config(2));
+        d.on_connected(t0, 2);
+        assert_eq!(pump(&mut d, t0, &[1, 2]), vec![1, 2]);
+        // Both deferred: the window is free again and they are not resent on the timeline.
+        d.hold(id(1), 1, Some(t0 + Duration::from_secs(60)));
+        d.hold(id(2), 2, Some(t0 + Duration::from_secs(120)));
+        assert_eq!((d.in_flight(), d.held()), (0, 2));
+        assert!(d.due(t0 + Duration::from_secs(50)).is_empty());
+        // Fresh messages go out at once, the whole window.
+        assert_eq!(pump(&mut d, t0, &[1, 2, 3, 4, 5]), vec![3, 4]);
+        // A restart-like refetch of the held ones skips them.
+        assert!(d.due_held(t0 + Duration::from_secs(59), 5).is_empty());
+        for s in [3, 4] {
+            d.on_receipt(&id(s));
+        }
+        // 5 is still unsent: the held message gets half the free window, 5 the rest.
+        let held = d.due_held(t0 + Duration::from_secs(60), 5);
+        assert_eq!(
+            held.iter().map(|s| (s.seq, s.attempt)).collect::<Vec<_>>(),
+            vec![(1, 1)]
+        );
+        assert_eq!(
+            pump(&mut d, t0 + Duration::from_secs(60), &[1, 2, 5]),
+            vec![5]
+        );
+        assert_eq!((d.in_flight(), d.held()), (2, 1));
+        // Window full: no deadline for the held one (no busy loop), only the resends.
+        assert_eq!(d.next_deadline(5), Some(t0 + Duration::from_secs(70)));
+        d.on_receipt(&id(1));
+        d.on_receipt(&id(5));
+        // Lanes empty: the whole window is the held messages' share.
+        assert_eq!(d.next_deadline(5), Some(t0 + Duration::from_secs(120)));
+        let due = d.due_held(t0 + Duration::from_secs(120), 5);
+        assert_eq!(due.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![2]);
+        // Now in flight: resent on the normal timeline if no receipt comes.
+        assert_eq!(d.due(t0 + Duration::from_secs(130)).len(), 1);
+        assert_eq!(d.on_receipt(&id(2)), Some(2));
+        assert_eq!((d.in_flight(), d.held()), (0, 0));
+        assert_eq!(d.next_deadline(5), None);
+    }
+
+    #[test]
+    fn every_held_message_is_due_at_a_reconnect() {
+        let t0 = Instant::now();
+        let mut d = Delivery::new(config(10));
+        // Read back after a restart: held until the first connection.
+        d.hold(id(1), 1, None);
+        d.on_connected(t0, 3);
+        assert_eq!(pump(&mut d, t0, &[1, 2, 3]), vec![2, 3]);
+        let due = d.due_held(t0, 3);
+        assert_eq!(due.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1]);
+        d.hold(id(1), 1, Some(t0 + Duration::from_secs(3600)));
+        d.hold(id(2), 2, Some(t0 + Duration::from_secs(7200)));
+        d.on_receipt(&id(3));
+        assert!(d.due_held(t0 + Duration::from_secs(10), 3).is_empty());
+        d.on_disconnected();
+        assert!(d.due_held(t0 + Duration::from_secs(9000), 3).is_empty());
+        assert_eq!(d.next_deadline(3), None, "nothing while disconnected");
+        let t1 = t0 + Duration::from_secs(20);
+        d.on_connected(t1, 3);
+        assert_eq!(d.next_deadline(3), Some(t1));
+        let due = d.due_held(t1, 3);
+        assert_eq!(due.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(d.held(), 0);
+    }
+
+    #[test]
+    fn a_final_receipt_releases_a_held_message() {
+        let t0 = Instant::now();
+        let mut d = Delivery::new(config(4));
+        d.on_connected(t0, 1);
+        assert_eq!(pump(&mut d, t0, &[1]), vec![1]);
+        d.hold(id(1), 1, Some(t0 + Duration::from_secs(60)));
+        assert!(d.is_held(&id(1)));
+        assert_eq!(d.on_receipt(&id(1)), None, "not in flight");
+        assert!(!d.is_held(&id(1)));
+        assert!(d.due_held(t0 + Duration::from_secs(60), 1).is_empty());
     }
 }

@@ -1,20 +1,25 @@
 //! Model test of the outbox: random sequences of enqueues, connections, sends over a lossy
-//! link, receipts, time passing and crash-reopens, against a model of what the hub holds.
+//! link, receipts, time passing, crash-reopens and a hub upgrade, against a model of what the
+//! hub holds. The hub defers messages `n.is_multiple_of(3)` until it is upgraded and rejects messages
+//! `n % 5 == 0`; it stores the rest.
 //!
 //! Safety, checked after every step: the store holds every message enqueued and not yet
-//! receipted (and nothing else, except receipted ones whose retirement was not yet on disk);
-//! no more than `window` messages are in flight; only enqueued messages are sent.
-//! Liveness, checked at the end: once the link is good, every message ever enqueued reaches
-//! the hub and the outbox drains.
+//! receipted stored or rejected (and nothing else, except ones whose retirement or rejection
+//! was not yet on disk); every message ever enqueued is queued, in the rejected part or at the
+//! hub; no more than `window` messages are in flight; only enqueued messages are sent.
+//! Liveness, checked at the end: once the hub is upgraded and the link is good, every message
+//! ever enqueued reaches the hub or the rejected part (each as the hub decided) and the queue
+//! drains.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use record::RecordId;
+use record::{Receipt, ReceiptOutcome, RecordId};
 use tokio::time::Instant;
 
-use super::delivery::{DeliveryConfig, Outbox};
+use super::delivery::DeliveryConfig;
+use super::driver::Outbox;
 use super::store::tests::message;
 use super::store::{Enqueued, Store};
 
@@ -32,6 +37,8 @@ enum Op {
     Receipts(usize),
     Advance(u64),
     Crash,
+    /// The hub learns what it deferred until now.
+    Upgrade,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0usize..6).prop_map(Op::Receipts),
         2 => (0u64..40).prop_map(Op::Advance),
         1 => Just(Op::Crash),
+        1 => Just(Op::Upgrade),
     ]
 }
 
@@ -59,7 +67,10 @@ struct Harness {
     /// What the hub stored (idempotent by id).
     hub: BTreeSet<RecordId>,
     /// Receipts on their way to the agent.
-    receipts: VecDeque<RecordId>,
+    receipts: VecDeque<Receipt>,
+    /// Message number of each id.
+    numbers: HashMap<RecordId, u32>,
+    upgraded: bool,
 }
 
 impl Harness {
@@ -76,6 +87,19 @@ impl Harness {
             ever: BTreeSet::new(),
             hub: BTreeSet::new(),
             receipts: VecDeque::new(),
+            numbers: HashMap::new(),
+            upgraded: false,
+        }
+    }
+
+    /// What the hub answers for message `n`.
+    fn outcome(&self, n: u32) -> ReceiptOutcome {
+        if !self.upgraded && n.is_multiple_of(3) {
+            ReceiptOutcome::Deferred
+        } else if n.is_multiple_of(5) {
+            ReceiptOutcome::Rejected
+        } else {
+            ReceiptOutcome::Stored
         }
     }
 
@@ -92,6 +116,7 @@ impl Harness {
                     Enqueued::Queued(_) => {
                         assert!(!self.ever.contains(&id), "digest taken twice");
                         self.queued.insert(id.clone());
+                        self.numbers.insert(id.clone(), n);
                         self.ever.insert(id);
                     }
                     Enqueued::AlreadyTaken => assert!(self.ever.contains(&id)),
@@ -120,23 +145,35 @@ impl Harness {
                 for (i, t) in sent.into_iter().enumerate() {
                     assert!(self.ever.contains(&t.pending.id), "sent an unknown message");
                     if mask & (1 << (i % 32)) == 0 {
-                        self.hub.insert(t.pending.id.clone());
-                        self.receipts.push_back(t.pending.id);
+                        let outcome = self.outcome(self.numbers[&t.pending.id]);
+                        if outcome == ReceiptOutcome::Stored {
+                            self.hub.insert(t.pending.id.clone());
+                        }
+                        self.receipts.push_back(Receipt {
+                            record_id: t.pending.id,
+                            outcome,
+                            reason: Some(format!("{}: model", outcome.as_str())),
+                        });
                     }
                 }
             }
             Op::Receipts(n) => {
-                let ids: Vec<RecordId> = (0..n).filter_map(|_| self.receipts.pop_front()).collect();
-                if !self.connected || ids.is_empty() {
+                let receipts: Vec<Receipt> =
+                    (0..n).filter_map(|_| self.receipts.pop_front()).collect();
+                if !self.connected || receipts.is_empty() {
                     return;
                 }
-                self.outbox().on_receipts(&ids).unwrap();
-                for id in ids {
-                    if self.queued.remove(&id) {
-                        self.maybe_back.insert(id);
+                let now = self.now;
+                self.outbox()
+                    .on_receipts(now, chrono::Utc::now(), &receipts)
+                    .unwrap();
+                for r in receipts {
+                    if r.outcome != ReceiptOutcome::Deferred && self.queued.remove(&r.record_id) {
+                        self.maybe_back.insert(r.record_id);
                     }
                 }
             }
+            Op::Upgrade => self.upgraded = true,
             Op::Advance(s) => self.now += Duration::from_secs(s),
             Op::Crash => {
                 drop(self.outbox.take());
@@ -157,7 +194,32 @@ impl Harness {
     }
 
     fn check(&mut self) {
+        let rejected: BTreeSet<RecordId> = self
+            .outbox()
+            .store()
+            .rejected_messages()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.pending.id)
+            .collect();
         let stored = stored_ids(self.outbox().store());
+        for id in &self.ever {
+            assert!(
+                stored.contains(id) || rejected.contains(id) || self.hub.contains(id),
+                "message {id} lost: neither queued, rejected nor at the hub"
+            );
+        }
+        for id in &rejected {
+            assert_eq!(self.numbers[id] % 5, 0, "{id} rejected, the hub never did");
+            assert!(!stored.contains(id), "{id} both queued and rejected");
+        }
+        let backlog = self.outbox().store().backlog();
+        assert_eq!(backlog.rejected, rejected.len() as u64);
+        assert!(backlog.deferred <= backlog.messages);
+        assert_eq!(
+            self.outbox().store().deferrals().unwrap().len() as u64,
+            backlog.deferred
+        );
         for id in &self.queued {
             assert!(
                 stored.contains(id),
@@ -179,6 +241,7 @@ impl Harness {
 
     /// A good link until everything is delivered.
     fn drain(&mut self) {
+        self.apply(&Op::Upgrade);
         self.apply(&Op::Connect);
         for _ in 0..200 {
             self.apply(&Op::Pump(0));
@@ -194,7 +257,25 @@ impl Harness {
             0,
             "outbox did not drain"
         );
-        assert_eq!(self.hub, self.ever, "hub is missing messages");
+        let rejected: BTreeSet<RecordId> = self
+            .outbox()
+            .store()
+            .rejected_messages()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.pending.id)
+            .collect();
+        let expected_rejected: BTreeSet<RecordId> = self
+            .ever
+            .iter()
+            .filter(|id| self.numbers[*id].is_multiple_of(5))
+            .cloned()
+            .collect();
+        assert_eq!(rejected, expected_rejected, "rejected part");
+        let expected_hub: BTreeSet<RecordId> =
+            self.ever.difference(&expected_rejected).cloned().collect();
+        assert_eq!(self.hub, expected_hub, "hub is missing messages");
+        assert_eq!(self.outbox().store().backlog().deferred, 0);
     }
 }
 
@@ -205,8 +286,11 @@ fn open(dir: &tempfile::TempDir) -> Outbox {
         DeliveryConfig {
             window: WINDOW,
             resend_after: RESEND,
+            defer_initial: Duration::from_secs(5),
+            defer_max: Duration::from_secs(40),
         },
     )
+    .unwrap()
 }
 
 fn stored_ids(store: &Store) -> BTreeSet<RecordId> {

@@ -26,6 +26,10 @@ pub struct OutboxConfig {
     pub window: usize,
     /// Seconds without a receipt before a message is sent again (then 2×, 4×, 8×).
     pub resend_after_secs: u64,
+    /// Seconds a message the hub deferred waits before it is sent again; doubles per deferral.
+    pub defer_initial_secs: u64,
+    /// Longest wait of a deferred message (a reconnect makes every deferred message due).
+    pub defer_max_secs: u64,
 }
 
 impl Default for OutboxConfig {
@@ -34,6 +38,8 @@ impl Default for OutboxConfig {
             max_bytes: 2 * 1024 * 1024 * 1024,
             window: 256,
             resend_after_secs: 60,
+            defer_initial_secs: 60,
+            defer_max_secs: 3 * 3600,
         }
     }
 }

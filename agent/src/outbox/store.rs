@@ -8,10 +8,18 @@
 //! | `index` | id (64 ASCII hex) | seq `u64`, payload length `u32` |
 //! | `taken` | file digest (64 ASCII hex) | seq `u64` of the message it produced, taken at (Unix ms, `i64`) |
 //! | `seen` | export path (UTF-8, lossy) | size `u64`, mtime (Unix ns, `i64`), digest (64 ASCII hex): a cache that spares re-hashing |
+//! | `deferred` | id (64 ASCII hex) | next attempt (Unix ms, `i64`), attempts `u32`, first deferred at (Unix ms, `i64`), seq `u64`, reason (UTF-8) |
+//! | `rejected` | id (64 ASCII hex) | format `u8` (= 1), rejected at (Unix ms, `i64`), seq `u64` it had, reason length `u32`, reason (UTF-8), then the whole `messages` value it had |
 //!
 //! Invariants:
 //! - `messages` and `index` describe the same set of messages (one transaction writes both).
-//! - A digest is in `taken` iff the transaction that enqueued its message committed.
+//! - A digest is in `taken` iff the transaction that enqueued its message committed, and no
+//!   operator has since forgotten it ([`Store::forget_digest`], for `agent requeue`).
+//! - Every `deferred` key is also in `index`: a deferred message is still queued (it counts in
+//!   the backlog and the quota). Retiring or rejecting a message removes its deferral in the
+//!   same transaction (the `parts` submodule).
+//! - A `rejected` id is in neither `messages` nor `index` (one transaction moves it), so it
+//!   leaves the backlog and the quota; it is never deleted, only requeued by an operator.
 //! - Sequence numbers come from [`sled::Db::generate_id`] with a single writer, so queue order
 //!   is enqueue order; the publisher sees only messages up to the last flushed one
 //!   ([`Store::durable_seq`]).
@@ -28,6 +36,10 @@ use record::{Record, RecordId, Rejection};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::Notify;
 
+mod parts;
+
+pub use parts::{Deferral, Forgotten, RejectedMessage, Requeued};
+
 /// Format byte of a stored message.
 const FORMAT_V1: u8 = 1;
 /// Length of a hex SHA-256 (record ids and digests).
@@ -40,7 +52,16 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// The outbox could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    /// The database could not be opened (locked by another agent, unreadable, corrupt).
+    /// The database is locked by another process: a running agent, or another command.
+    #[error(
+        "opening the outbox database in {dir}: it is locked by another process; is the agent \
+         running? Stop it first (the outbox can be used by one process at a time)"
+    )]
+    Locked {
+        /// The database directory.
+        dir: PathBuf,
+    },
+    /// The database could not be opened (unreadable, corrupt).
     #[error("opening the outbox database in {dir}: {source}")]
     Open {
         /// The database directory.
@@ -178,13 +199,17 @@ pub enum Enqueued {
     AlreadyTaken,
 }
 
-/// The size of the queue.
+/// The size of the queue and of its side parts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
-    /// Messages waiting for a receipt.
+    /// Messages waiting for a receipt (deferred ones included).
     pub messages: u64,
     /// Their payload bytes.
     pub bytes: u64,
+    /// Of `messages`, those the hub deferred (not taken *yet*).
+    pub deferred: u64,
+    /// Messages the hub rejected, kept aside (not in `messages`, not in the quota).
+    pub rejected: u64,
 }
 
 #[derive(Debug, Default)]
@@ -193,6 +218,8 @@ struct Shared {
     refused: AtomicBool,
     messages: AtomicU64,
     bytes: AtomicU64,
+    deferred: AtomicU64,
+    rejected: AtomicU64,
     durable_seq: AtomicU64,
     enqueued: Notify,
 }
@@ -208,6 +235,8 @@ pub struct Store {
     index: sled::Tree,
     taken: sled::Tree,
     seen: sled::Tree,
+    deferred: sled::Tree,
+    rejected: sled::Tree,
     max_bytes: u64,
     shared: Arc<Shared>,
 }
@@ -235,7 +264,12 @@ impl Store {
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
-                Err(e) if attempts < LOCK_RETRIES && e.to_string().contains("acquire lock") => {
+                Err(e) if e.to_string().contains("acquire lock") => {
+                    if attempts == LOCK_RETRIES {
+                        return Err(OutboxError::Locked {
+                            dir: dir.to_owned(),
+                        });
+                    }
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
@@ -246,6 +280,8 @@ impl Store {
         let index = db.open_tree("index").map_err(open_err)?;
         let taken = db.open_tree("taken").map_err(open_err)?;
         let seen = db.open_tree("seen").map_err(open_err)?;
+        let deferred = db.open_tree("deferred").map_err(open_err)?;
+        let rejected = db.open_tree("rejected").map_err(open_err)?;
         let shared = Shared::default();
         for entry in index.iter() {
             let (_, v) = entry?;
@@ -256,15 +292,19 @@ impl Store {
         if let Some((k, _)) = messages.last()? {
             shared.durable_seq.store(decode_seq(&k)?, Ordering::Release);
         }
-        Ok(Self {
+        let store = Self {
             db,
             messages,
             index,
             taken,
             seen,
+            deferred,
+            rejected,
             max_bytes,
             shared: Arc::new(shared),
-        })
+        };
+        store.count_parts()?;
+        Ok(store)
     }
 
     /// Writes `message` and marks its file digest taken, in one transaction, then flushes.
@@ -398,11 +438,13 @@ impl Store {
         }
     }
 
-    /// Removes the messages with these ids (on the hub's receipts). Returns, per id, the queue
+    /// Removes the messages with these ids (on the hub's `stored` or `duplicate` receipts), with
+    /// their deferrals. Returns, per id, the queue
     /// position it had, or `None` when it was not queued (a late or repeated receipt).
     /// Not flushed: a retirement lost to a crash only causes a resend.
     pub fn retire(&self, ids: &[RecordId]) -> Result<Vec<Option<u64>>, OutboxError> {
-        let result = (&self.messages, &self.index).transaction(|(messages, index)| {
+        let trees = (&self.messages, &self.index, &self.deferred);
+        let result = trees.transaction(|(messages, index, deferred)| {
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 match index.remove(id.as_str())? {
@@ -410,7 +452,8 @@ impl Store {
                         let (seq, len) =
                             decode_index(&v).map_err(ConflictableTransactionError::Abort)?;
                         messages.remove(&seq.to_be_bytes())?;
-                        out.push(Some((seq, len)));
+                        let was_deferred = deferred.remove(id.as_str())?.is_some();
+                        out.push(Some((seq, len, was_deferred)));
                     }
                     None => out.push(None),
                 }
@@ -427,11 +470,14 @@ impl Store {
             self.shared.refused.store(false, Ordering::Release);
         }
         for r in removed {
-            if let Some((seq, len)) = r {
+            if let Some((seq, len, was_deferred)) = r {
                 self.shared.messages.fetch_sub(1, Ordering::AcqRel);
                 self.shared
                     .bytes
                     .fetch_sub(u64::from(len), Ordering::AcqRel);
+                if was_deferred {
+                    self.shared.deferred.fetch_sub(1, Ordering::AcqRel);
+                }
                 out.push(Some(seq));
             } else {
                 out.push(None);
@@ -484,11 +530,13 @@ impl Store {
         Ok(())
     }
 
-    /// Messages and bytes waiting for a receipt.
+    /// Messages and bytes waiting for a receipt, and the sizes of the deferred and rejected parts.
     pub fn backlog(&self) -> Backlog {
         Backlog {
             messages: self.shared.messages.load(Ordering::Acquire),
             bytes: self.shared.bytes.load(Ordering::Acquire),
+            deferred: self.shared.deferred.load(Ordering::Acquire),
+            rejected: self.shared.rejected.load(Ordering::Acquire),
         }
     }
 

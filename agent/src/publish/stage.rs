@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use rand::Rng;
 use record::topic::DeviceTopic;
-use record::{Receipt, ReceiptOutcome, RecordId};
+use record::{Receipt, ReceiptOutcome};
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, QoS};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::mqtt::MqttSettings;
-use crate::outbox::{DeliveryConfig, Outbox, OutboxError, Store};
+use crate::outbox::{DeliveryConfig, Outbox, OutboxError, Retired, Store};
 use crate::telemetry::{self, Health};
 
 /// Most receipts applied in one store transaction.
@@ -96,7 +96,7 @@ impl Publisher {
         let rejections_topic = DeviceTopic::Rejections.topic(&device);
         let receipts_topic = DeviceTopic::Receipts.topic(&device);
         let status_topic = DeviceTopic::Status.topic(&device);
-        let mut outbox = Outbox::new(self.store.clone(), self.delivery);
+        let mut outbox = Outbox::new(self.store.clone(), self.delivery)?;
         let mut connected = false;
         // The last connection error logged while disconnected: each new kind is logged once
         // (a wrong CA or password must show in the log, not only in the status).
@@ -141,8 +141,8 @@ impl Publisher {
                                 self.health.set_error(format!("broker connection: {e}"));
                             }
                             Link::Message { topic, payload } if topic == receipts_topic => {
-                                if let Some(id) = self.receipt(&payload) {
-                                    receipts.push(id);
+                                if let Some(receipt) = self.receipt(&payload) {
+                                    receipts.push(receipt);
                                 }
                             }
                             Link::Message { topic, .. } => debug!(topic, "Ignored message."),
@@ -152,9 +152,9 @@ impl Publisher {
                         }
                     }
                     if !receipts.is_empty() {
-                        let retired = outbox.on_receipts(&receipts)?;
-                        self.health.delivered(retired.removed as u64);
-                        telemetry::set_backlog(self.store.backlog());
+                        let retired =
+                            outbox.on_receipts(Instant::now(), chrono::Utc::now(), &receipts)?;
+                        self.settled(&retired);
                     }
                 }
                 _ = self.store.enqueued() => {}
@@ -215,8 +215,8 @@ impl Publisher {
         }
     }
 
-    /// Decodes a receipt; `None` (logged) when it is not one.
-    fn receipt(&self, payload: &[u8]) -> Option<RecordId> {
+    /// Decodes a receipt and counts it by outcome; `None` (logged) when it is not one.
+    fn receipt(&self, payload: &[u8]) -> Option<Receipt> {
         let receipt: Receipt = match record::decode(payload) {
             Ok(r) => r,
             Err(e) => {
@@ -224,32 +224,40 @@ impl Publisher {
                 return None;
             }
         };
-        let outcome = match receipt.outcome {
-            ReceiptOutcome::Stored => "stored",
-            ReceiptOutcome::Duplicate => "duplicate",
-            ReceiptOutcome::Deferred => {
-                // Not taken yet: the message stays queued and is sent again later.
-                info!(
-                    device = %self.settings.device,
-                    id = %receipt.record_id,
-                    reason = receipt.reason.as_deref().unwrap_or(""),
-                    "The hub deferred a record; it stays in the outbox."
-                );
-                metrics::counter!(telemetry::RECEIPTS, "outcome" => "deferred").increment(1);
-                return None;
+        let reason = receipt.reason.as_deref().unwrap_or("");
+        match receipt.outcome {
+            ReceiptOutcome::Stored | ReceiptOutcome::Duplicate => {}
+            ReceiptOutcome::Deferred => debug!(
+                device = %self.settings.device, id = %receipt.record_id, reason,
+                "The hub deferred a message; it stays in the outbox."
+            ),
+            ReceiptOutcome::Rejected => warn!(
+                device = %self.settings.device, id = %receipt.record_id, reason,
+                "The hub rejected a message; it is kept in the outbox's rejected part (agent outbox list --rejected)."
+            ),
+        }
+        metrics::counter!(telemetry::RECEIPTS, "outcome" => receipt.outcome.as_str()).increment(1);
+        Some(receipt)
+    }
+
+    /// Reports what a batch of receipts did: counters, gauges, the status `last_error`.
+    fn settled(&self, retired: &Retired) {
+        self.health.delivered(retired.removed as u64);
+        let backlog = self.store.backlog();
+        telemetry::set_backlog(backlog);
+        if let Some((id, reason)) = &retired.last_rejection {
+            self.health.set_error(format!(
+                "record {id} rejected by the hub: {reason}; kept in the outbox (agent outbox list --rejected)"
+            ));
+        }
+        if let Some(reason) = &retired.last_deferral {
+            let error = telemetry::deferred_error(backlog.deferred, reason);
+            if self.health.set_deferred_error(error.clone()) {
+                warn!(device = %self.settings.device, deferred = backlog.deferred, "{error}; they stay in the outbox and are retried with a backoff.");
             }
-            ReceiptOutcome::Rejected => {
-                warn!(
-                    device = %self.settings.device,
-                    id = %receipt.record_id,
-                    reason = receipt.reason.as_deref().unwrap_or(""),
-                    "The hub rejected a record; it is not resent."
-                );
-                "rejected"
-            }
-        };
-        metrics::counter!(telemetry::RECEIPTS, "outcome" => outcome).increment(1);
-        Some(receipt.record_id)
+        } else if backlog.deferred == 0 {
+            self.health.clear_deferred_error();
+        }
     }
 }
 

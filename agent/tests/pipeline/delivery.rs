@@ -68,6 +68,7 @@ fn publisher(device: &DeviceId, port: u16, store: &Store) -> Publisher {
         DeliveryConfig {
             window: 64,
             resend_after: Duration::from_secs(2),
+            ..DeliveryConfig::default()
         },
         Health::default(),
     )
