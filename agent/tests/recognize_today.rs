@@ -45,7 +45,7 @@ struct Tally {
 /// over the whole day; dates alternate between `today` and 2026-12-01.
 fn moment(n: usize, today: NaiveDate, rng: &mut impl Rng) -> NaiveDateTime {
     let fixed = NaiveDate::from_ymd_opt(2026, 12, 1).expect("valid date");
-    let day = if n % 2 == 0 { today } else { fixed };
+    let day = if n.is_multiple_of(2) { today } else { fixed };
     let minute = match n {
         0 => 23 * 60 + 59,
         1 => 1,

@@ -17,6 +17,10 @@ use record::DeviceId;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The log filter without `RUST_LOG`: the hub's own events at INFO, its dependencies' (the
+/// embedded broker logs every subscription at INFO) at WARN.
+const DEFAULT_LOG: &str = "warn,hub=info,record=info";
+
 #[derive(Parser)]
 #[command(
     name = "hub",
@@ -194,7 +198,7 @@ enum DeviceAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -22,7 +22,7 @@ const FIELDS: &[(&str, &str, &str, [&str; 2], &str)] = &[
         "exam_date",
         r#"{ kind = "date", format = "DD/MM/YYYY" }"#,
         "",
-        ["2019-01-01", "2035-12-31"],
+        ["2000-01-01", "today"],
         "",
     ),
     ("exam_time", r#"{ kind = "time" }"#, "", ["", ""], ""),

@@ -4,7 +4,7 @@
 //! In order: the gate's verdict, topic, size, schema version and shape ([`record::decode`]),
 //! payload device = topic device, text sanity, known template and version, record id derived
 //! from content, every field (names and order, status consistency, and for `ok` fields
-//! [`record::FieldSpec::check_value`], number and unit), header = fields, the template's rules,
+//! [`record::FieldSpec::check_value_at`], number and unit), header = fields, the template's rules,
 //! dates, review crops. The first failure becomes a [`Reject`] with a stable code (a bounded
 //! metrics label) and a reason naming the field and value.
 //!
@@ -231,7 +231,10 @@ impl Validator {
                 format!("record_id is not derived from the content (expected {derived})"),
             ));
         }
-        fields::check_fields(&record, template).map_err(|r| Fail("value", r))?;
+        // "Today" for date ranges: the hub's, or the agent's when its clock is ahead (a fast
+        // clock makes the record clock_suspect below; it never makes a value invalid here).
+        let today = now.max(record.captured_at).date_naive();
+        fields::check_fields(&record, template, today).map_err(|r| Fail("value", r))?;
         fields::check_header(&record).map_err(|r| Fail("header", r))?;
         check_rules(&record, template)?;
         let clock = self.check_dates(&record, now)?;

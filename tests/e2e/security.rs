@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fleet::procs::AgentOptions;
 
-use crate::util::{wait_until, Run};
+use crate::util::{rewrite, wait_until, Run};
 
 /// A self-signed CA that did not sign the hub's certificate (made with `openssl`).
 fn foreign_ca(dir: &std::path::Path) -> std::path::PathBuf {
@@ -40,15 +40,8 @@ fn foreign_ca(dir: &std::path::Path) -> std::path::PathBuf {
     ca
 }
 
-fn rewrite(path: &std::path::Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.contains(from), "{from:?} not in {}", path.display());
-    std::fs::write(path, text.replace(from, to)).unwrap();
-}
-
 // See: #12
 #[test]
-#[ignore = "fails on main: the agent's log shows no certificate error within 120 s; the agent's TLS failure must be logged (WARN, with the peer) before this passes; see stop 10 note"]
 fn the_agent_refuses_a_hub_certificate_from_another_ca_and_loses_nothing() {
     let mut run = Run::new("tlsca", 1, &AgentOptions::default(), false);
     run.start_hub();

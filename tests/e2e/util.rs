@@ -40,16 +40,28 @@ impl Run {
     /// A hub and `n` agents (layouts cycled), nothing started; with `proxy`, agents reach the
     /// hub through a [`crate::proxy::Proxy`].
     pub fn new(name: &str, n: usize, opts: &AgentOptions, proxy: bool) -> Self {
-        Self::build(name, n, opts, proxy, false)
+        Self::build(name, n, opts, proxy, false, LAYOUTS)
+    }
+
+    /// As [`Run::new`] without a proxy, the devices cycling over `layouts` only.
+    pub fn with_layouts(name: &str, n: usize, layouts: &[&str]) -> Self {
+        Self::build(name, n, &AgentOptions::default(), false, false, layouts)
     }
 
     /// As [`Run::new`], with the database on a private PostgreSQL server the run starts (and
     /// may stop and start again), never the shared one.
     pub fn with_private_pg(name: &str, n: usize) -> Self {
-        Self::build(name, n, &AgentOptions::default(), false, true)
+        Self::build(name, n, &AgentOptions::default(), false, true, LAYOUTS)
     }
 
-    fn build(name: &str, n: usize, opts: &AgentOptions, proxy: bool, private: bool) -> Self {
+    fn build(
+        name: &str,
+        n: usize,
+        opts: &AgentOptions,
+        proxy: bool,
+        private: bool,
+        layouts: &[&str],
+    ) -> Self {
         let db = format!("examlink_e2e_{name}_{}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
         let (url, pg) = if private {
@@ -78,7 +90,7 @@ impl Run {
         let mut agents = Vec::new();
         let mut devices = Vec::new();
         for i in 0..n {
-            let template = LAYOUTS[i % LAYOUTS.len()];
+            let template = layouts[i % layouts.len()];
             let id = format!("dev-{i:02}");
             let password = hub
                 .add_device(&id, template.split('_').next().unwrap())
@@ -137,7 +149,8 @@ impl Run {
         let Ok(mut c) = self.client() else {
             return 0;
         };
-        let q = "SELECT count(DISTINCT (device_id, source_file)) FROM examlink.records";
+        let q = "SELECT count(DISTINCT (device_id, source_file)) FROM examlink.records \
+                 WHERE superseded_by IS NULL";
         c.query_one(q, &[])
             .map(|r| r.get::<_, i64>(0) as u64)
             .unwrap_or(0)
@@ -212,6 +225,45 @@ impl Run {
         total
     }
 
+    /// `hub --config <its config> args..`: exit success and output (stdout and stderr).
+    pub fn hub_cli(&self, args: &[&str]) -> (bool, String) {
+        let out = std::process::Command::new(fleet::bins::bin("hub").unwrap())
+            .arg("--config")
+            .arg(&self.hub.config)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// GET `path` on the hub's HTTPS listener (trusting its CA): status code and body.
+    pub fn https_get(&self, path: &str) -> (u16, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
+            .arg(self.hub.ca_file())
+            .arg(format!("https://127.0.0.1:{}{path}", self.hub.http_port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// One number from the run's database (`query` returns one bigint).
+    pub fn count(&self, query: &str) -> i64 {
+        let Ok(mut c) = self.client() else {
+            return -1;
+        };
+        c.query_one(query, &[])
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(-1)
+    }
+
     /// A connection to the run's database.
     pub fn client(&self) -> anyhow::Result<postgres::Client> {
         db::connect_url(&self.url)
@@ -242,6 +294,13 @@ impl Drop for Run {
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n") + "\n"
+}
+
+/// Replaces `from` (which must be there) by `to` in a config file.
+pub fn rewrite(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
 }
 
 /// Polls `cond` every 200 ms until it holds (Some) or `timeout` passes (None).

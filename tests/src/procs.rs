@@ -50,12 +50,10 @@ impl Proc {
             bail!("{} already running", self.name);
         }
         let log = File::options().create(true).append(true).open(&self.log)?;
+        // The binaries' own default filter (their events at INFO, dependencies at WARN) unless
+        // the test run sets RUST_LOG.
         let child = Command::new(&self.program)
             .args(&self.args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -74,8 +74,9 @@ pub fn check_text(r: &Record) -> Result<(), String> {
     Ok(())
 }
 
-/// Every template field, in order; statuses consistent; `ok` values pass the field's spec.
-pub fn check_fields(r: &Record, t: &Template) -> Result<(), String> {
+/// Every template field, in order; statuses consistent; `ok` values pass the field's spec, a
+/// date bounded by `today` (UTC) resolved against `today`.
+pub fn check_fields(r: &Record, t: &Template, today: chrono::NaiveDate) -> Result<(), String> {
     let names: Vec<&str> = r.fields.iter().map(|f| f.name.as_str()).collect();
     let expected: Vec<&str> = t.fields.iter().map(|f| f.spec.name.as_str()).collect();
     if names != expected {
@@ -97,7 +98,7 @@ pub fn check_fields(r: &Record, t: &Template) -> Result<(), String> {
                 let Some(v) = f.value.as_deref() else {
                     return Err(format!("field {name}: status ok without a value"));
                 };
-                spec.check_value(v)
+                spec.check_value_at(v, today)
                     .map_err(|e| format!("field {name}: {e}"))?;
                 let want = spec.grammar.number(v);
                 let same = match (want, f.number) {

@@ -157,7 +157,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         "                 curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" 'https://127.0.0.1:{http_port}/api/records?limit=5'"
     );
     println!(
-        "  live results:  mosquitto_sub --cafile {ca} -h 127.0.0.1 -p {mqtt_port} -V mqttv311 -i {VIEWER} -u {VIEWER} -P '{viewer}' -t 'examlink/v1/results/#' -v"
+        "  live results:  mosquitto_sub --cafile {ca} -h localhost -p {mqtt_port} -V mqttv311 -i {VIEWER} -u {VIEWER} -P '{viewer}' -t 'examlink/v1/results/#' -v"
     );
     println!(
         "  logs and data: {}   (Ctrl-C stops everything)\n",
