@@ -56,7 +56,7 @@ use crate::subscribe::gate::{self, GateContext};
 use crate::subscribe::mqtt::Endpoint;
 use crate::subscribe::{external, EmbeddedBroker, EmbeddedError, Publisher, Subscriber};
 use crate::supervise::{StageHealth, Supervisor};
-use crate::templates::{Catalog, Versions};
+use crate::templates::Catalog;
 use crate::validate::Validator;
 
 /// How often the template versions are reloaded from PostgreSQL (another hub may add some).
@@ -199,31 +199,21 @@ impl Hub {
         if !migrate(&self.target, &stop).await? {
             return Ok(());
         }
-        let catalog = Arc::new(Catalog::new(Versions::default()));
-        {
+        let catalog = {
             let client = self
                 .target
                 .connect()
                 .await
                 .map_err(HubError::TemplateVersions)?;
-            templates::sync(&client, &self.templates)
+            templates::open_catalog(&client, &self.templates)
                 .await
-                .map_err(HubError::TemplateVersions)?;
-            let mut folder = Versions::default();
-            for s in &self.templates {
-                folder.insert(s.template.clone());
-            }
-            catalog.merge(folder);
-            catalog.merge(
-                templates::load(&client)
-                    .await
-                    .map_err(HubError::TemplateVersions)?,
-            );
-            info!(
-                versions = catalog.snapshot().len(),
-                "Template versions loaded."
-            );
-        }
+                .map(Arc::new)
+                .map_err(HubError::TemplateVersions)?
+        };
+        info!(
+            versions = catalog.snapshot().len(),
+            "Template versions loaded."
+        );
         let (sup, mut ended) = Supervisor::new(Arc::new(StageHealth::default()), stop.clone());
         let c = &self.config;
         // Separate connections: logins and device status, and the HTTP API (under a

@@ -379,11 +379,10 @@ async fn rejects(config: &HubConfig, action: RejectsAction) -> anyhow::Result<()
         RejectsAction::Replay { filter } => {
             let target = hub::load::PgTarget::new(&config.load)?;
             let sources = hub::templates::read_folder(&config.templates_dir)?;
-            hub::templates::sync(&client, &sources)
+            let catalog = hub::templates::open_catalog(&client, &sources)
                 .await
-                .context("storing the template versions")?;
-            let versions = hub::templates::load(&client).await?;
-            let catalog = std::sync::Arc::new(hub::templates::Catalog::new(versions));
+                .map(std::sync::Arc::new)
+                .context("storing and loading the template versions")?;
             let validator =
                 hub::validate::Validator::with_catalog(catalog, config.validate.clone());
             let summary = hub::rejects::replay(

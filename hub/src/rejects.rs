@@ -241,12 +241,10 @@ pub async fn replay(
                 )
                 .await?;
             }
-            checked @ Checked::Valid(_) => {
-                let id = match &checked {
-                    Checked::Valid(v) => v.record.record_id.clone(),
-                    Checked::Rejected(_) => unreachable!("matched Valid"),
-                };
-                let outcomes = batch::write(client, &statements, &[checked], reject_cap).await?;
+            Checked::Valid(v) => {
+                let id = v.record.record_id.clone();
+                let outcomes =
+                    batch::write(client, &statements, &[Checked::Valid(v)], reject_cap).await?;
                 let receipt = outcomes.into_iter().next().and_then(|o| o.receipt);
                 match receipt.map(|x| (x.outcome, x.reason)) {
                     Some((ReceiptOutcome::Stored, _)) => {

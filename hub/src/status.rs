@@ -289,11 +289,7 @@ pub fn check_status(s: &StatusReport) -> Result<(), String> {
 /// Every field of a rejection notice, bounded and well formed.
 pub fn check_rejection(r: &Rejection) -> Result<(), String> {
     text("source_file", &r.source_file, MAX_SHORT)?;
-    let hex = r.file_sha256.len() == 64
-        && r.file_sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !(hex || r.file_sha256.is_empty()) {
+    if !(record::ids::is_sha256_hex(&r.file_sha256) || r.file_sha256.is_empty()) {
         return Err(format!(
             "file_sha256 is not 64 lowercase hex digits (or empty): {} bytes",
             r.file_sha256.len()

@@ -187,6 +187,16 @@ pub async fn sync(client: &Client, sources: &[Source]) -> Result<usize, tokio_po
     Ok(new)
 }
 
+/// The catalog a hub (or `hub rejects replay`) checks against: the folder's templates written
+/// into `template_versions` ([`sync`]), then every stored version read back ([`load`]).
+pub async fn open_catalog(
+    client: &Client,
+    sources: &[Source],
+) -> Result<Catalog, tokio_postgres::Error> {
+    sync(client, sources).await?;
+    Ok(Catalog::new(load(client).await?))
+}
+
 /// Every stored version. A stored text that no longer parses (a template format this hub does
 /// not read) is logged and left out.
 pub async fn load(client: &Client) -> Result<Versions, tokio_postgres::Error> {

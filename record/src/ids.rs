@@ -97,10 +97,7 @@ impl RecordId {
 
     /// Parses a record id (64 lowercase hex digits).
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        if s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if is_sha256_hex(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err(IdError::RecordId(s.to_owned()))
@@ -135,6 +132,14 @@ impl fmt::Display for RecordId {
 /// Hex SHA-256 of a byte slice (the image digest used in record ids).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Whether `s` has the shape [`sha256_hex`] gives: 64 lowercase hex digits (record ids and
+/// file digests).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

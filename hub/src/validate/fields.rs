@@ -37,12 +37,7 @@ pub fn check_text(r: &Record) -> Result<(), String> {
             r.source_file
         ));
     }
-    let hex = |s: &str| {
-        s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    if !hex(&r.image_sha256) {
+    if !record::ids::is_sha256_hex(&r.image_sha256) {
         return Err(format!(
             "image_sha256 {:?} is not 64 lowercase hex digits",
             r.image_sha256
