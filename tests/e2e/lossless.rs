@@ -321,7 +321,7 @@ fn drain_rate(run: &Run, after: chrono::DateTime<chrono::Utc>) -> f64 {
 #[test]
 fn poison_status_and_rejection_do_not_stall_twenty_devices() {
     const DEVICES: usize = 20;
-    const PER_ROUND: usize = 3;
+    const PER_ROUND: usize = 5;
     // The layouts that read fastest: this test is about the hub, not about reading.
     let mut run = Run::with_layouts(
         "poison",
@@ -336,9 +336,11 @@ fn poison_status_and_rejection_do_not_stall_twenty_devices() {
     let poison_pw = run.hub.add_device("poison-01", "autoref").unwrap();
     run.start_agents();
     // Each round: the agents read their exports while the hub is down, then the hub drains
-    // the fleet's backlog. Round 1 without poison, round 2 with it, in the same run.
+    // the fleet's backlog. Round 0 warms up (the first connection of every agent, the first
+    // statuses); rounds 1 and 2 are alike (a hub restart, the agents' reconnect and resend) but
+    // for the poison, which round 2 carries.
     let mut rates = Vec::new();
-    for round in 0..2 {
+    for round in 0..3 {
         run.emit(PER_ROUND);
         let want = run.written();
         let queued = wait_until(STORE_TIMEOUT, || {
@@ -353,7 +355,7 @@ fn poison_status_and_rejection_do_not_stall_twenty_devices() {
         );
         let since = chrono::Utc::now();
         run.start_hub();
-        if round == 1 {
+        if round == 2 {
             let dev = "poison-01";
             // A status far in the future with a 100 KB version string, and a rejection notice
             // whose digest is 12,000 hex digits (an index row PostgreSQL refuses).
@@ -392,7 +394,7 @@ fn poison_status_and_rejection_do_not_stall_twenty_devices() {
             run.logs()
         );
         rates.push(drain_rate(&run, since));
-        if round == 0 {
+        if round < 2 {
             run.hub.proc.stop(Duration::from_secs(10));
         }
     }
@@ -422,13 +424,13 @@ fn poison_status_and_rejection_do_not_stall_twenty_devices() {
     );
     assert_healthy(&run);
     // The figure the issue asks for, printed, not asserted (tests never assert on wall-clock
-    // time): with 60 records a round, the drain takes 2-3 s and is dominated by the agents'
-    // reconnect backoff jitter, not by the hub. The no-stall property is asserted above: every
-    // record of the poisoned round stored, every device's status stored, /healthz ok.
-    let ratio = rates[1] / rates[0];
+    // time): the poisoned round against the clean round before it, both after a hub restart.
+    // The no-stall property is asserted above: every record of the poisoned round stored,
+    // every device's status stored, /healthz ok.
+    let ratio = rates[2] / rates[1];
     eprintln!(
-        "poison: drain rate without {:.1} records/s, with poison {:.1} records/s, ratio {ratio:.2}",
-        rates[0], rates[1]
+        "poison: drain rate warm-up {:.1}, without poison {:.1}, with poison {:.1} records/s; ratio {ratio:.2}",
+        rates[0], rates[1], rates[2]
     );
 }
 
