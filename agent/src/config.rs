@@ -73,6 +73,10 @@ pub struct RecognizeConfig {
     pub model_threads: usize,
     /// Pixel cap checked on the image header, before decoding.
     pub max_pixels: u64,
+    /// The layout-change canary: after this many exports in a row refused as
+    /// `unknown_layout` (a firmware update, a new display scaling), the agent's status reports
+    /// a layout error and `examlink_agent_layout_alarm` turns 1, until an export is read again.
+    pub layout_alarm_after: u32,
 }
 
 impl Default for RecognizeConfig {
@@ -83,6 +87,7 @@ impl Default for RecognizeConfig {
             workers: 1,
             model_threads: 1,
             max_pixels: 40_000_000,
+            layout_alarm_after: 3,
         }
     }
 }
@@ -236,6 +241,12 @@ impl Config {
             if !(1..=64).contains(&v) {
                 errors.push(ConfigError::invalid(key, "must be between 1 and 64"));
             }
+        }
+        if recognize.layout_alarm_after == 0 {
+            errors.push(ConfigError::invalid(
+                "recognize.layout_alarm_after",
+                "must be >= 1",
+            ));
         }
         if recognize.max_pixels == 0 {
             errors.push(ConfigError::invalid("recognize.max_pixels", "must be > 0"));

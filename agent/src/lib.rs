@@ -115,7 +115,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         });
         call
     };
-    let health = Health::default();
+    let health = Health::new(settings.recognize.layout_alarm_after);
     if let Some((_, d)) = store
         .deferrals()?
         .into_iter()

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use record::{DeviceId, StatusReport};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::outbox::{Backlog, Kind};
 
@@ -44,6 +44,14 @@ pub const BACKLOG_BYTES: &str = "examlink_agent_backlog_bytes";
 pub const OUTBOX_DEFERRED: &str = "examlink_agent_outbox_deferred";
 /// Messages the hub rejected, kept in the outbox's rejected part (gauge; not in the backlog).
 pub const OUTBOX_REJECTED: &str = "examlink_agent_outbox_rejected";
+/// Exports refused as `unknown_layout` in a row, since the last export read (gauge).
+pub const UNKNOWN_LAYOUT_STREAK: &str = "examlink_agent_unknown_layout_streak";
+/// 1 while the layout-change canary is raised (`recognize.layout_alarm_after` exports in a row
+/// refused as `unknown_layout`), else 0: the gauge to alert on.
+pub const LAYOUT_ALARM: &str = "examlink_agent_layout_alarm";
+
+/// The rejection code the layout-change canary counts.
+const UNKNOWN_LAYOUT: &str = "unknown_layout";
 
 /// `[telemetry]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -83,30 +91,107 @@ pub fn deferred_error(count: u64, reason: &str) -> String {
 /// What marks a `last_error` made by [`deferred_error`].
 const DEFERRED_BY_THE_HUB: &str = "deferred by the hub: ";
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct HealthInner {
     exports: AtomicU64,
     delivered: AtomicU64,
     rejected: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The layout-change canary: exports refused as unknown in a row, and its alarm.
+    layout: Mutex<LayoutCanary>,
+}
+
+#[derive(Debug, Default)]
+struct LayoutCanary {
+    after: u64,
+    streak: u64,
+    alarm: Option<String>,
 }
 
 /// What the retained status message reports: counters since start and the last error.
 /// Cheap to clone; clones share the counters.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Health(Arc<HealthInner>);
 
+impl Default for Health {
+    fn default() -> Self {
+        Self::new(crate::config::RecognizeConfig::default().layout_alarm_after)
+    }
+}
+
 impl Health {
+    /// Health whose layout-change canary is raised after `layout_alarm_after` exports in a
+    /// row refused as `unknown_layout`.
+    pub fn new(layout_alarm_after: u32) -> Self {
+        Self(Arc::new(HealthInner {
+            exports: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            layout: Mutex::new(LayoutCanary {
+                after: u64::from(layout_alarm_after.max(1)),
+                ..LayoutCanary::default()
+            }),
+        }))
+    }
+
+    /// An export was read (a record built): the layout-change canary goes quiet.
+    pub fn export_recognized(&self) {
+        let Ok(mut c) = self.0.layout.lock() else {
+            return;
+        };
+        if c.alarm.take().is_some() {
+            info!("An export was read again: the layout alarm is cleared.");
+        }
+        c.streak = 0;
+        metrics::gauge!(UNKNOWN_LAYOUT_STREAK).set(0.0);
+        metrics::gauge!(LAYOUT_ALARM).set(0.0);
+    }
+
+    /// An export was refused as `unknown_layout` for `reason`: counts towards the canary, and
+    /// raises it (status `last_error`, [`LAYOUT_ALARM`]) at `layout_alarm_after` in a row.
+    fn unknown_layout(&self, reason: &str) {
+        let Ok(mut c) = self.0.layout.lock() else {
+            return;
+        };
+        c.streak += 1;
+        metrics::gauge!(UNKNOWN_LAYOUT_STREAK).set(c.streak as f64);
+        if c.streak >= c.after {
+            let raised = c.alarm.is_none();
+            c.alarm = Some(format!(
+                "layout problem: the last {} exports were refused as unknown_layout (a firmware \
+                 update, a changed display scaling or scanner?); latest: {reason}",
+                c.streak
+            ));
+            metrics::gauge!(LAYOUT_ALARM).set(1.0);
+            if raised {
+                error!(
+                    streak = c.streak, reason,
+                    "Layout alarm: exports in a row match no template. Check the device's firmware \
+                     and export settings; a new firmware needs a template (firmware-notes/)."
+                );
+            }
+        }
+    }
+
+    /// The layout-change canary's error, while it is raised.
+    pub fn layout_alarm(&self) -> Option<String> {
+        self.0.layout.lock().ok().and_then(|c| c.alarm.clone())
+    }
+
     /// An export was taken.
     pub fn export_taken(&self) {
         self.0.exports.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(EXPORTS_TAKEN).increment(1);
     }
 
-    /// An export was rejected with `code`.
-    pub fn export_rejected(&self, code: &str) {
+    /// An export was rejected with `code` for `reason`.
+    pub fn export_rejected(&self, code: &str, reason: &str) {
         self.0.rejected.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(EXPORTS_REJECTED, "code" => code.to_owned()).increment(1);
+        if code == UNKNOWN_LAYOUT {
+            self.unknown_layout(reason);
+        }
     }
 
     /// `n` records were retired by receipts.
@@ -155,7 +240,11 @@ impl Health {
             exports: self.0.exports.load(Ordering::Relaxed),
             delivered: self.0.delivered.load(Ordering::Relaxed),
             rejected: self.0.rejected.load(Ordering::Relaxed),
-            last_error: self.0.last_error.lock().ok().and_then(|e| e.clone()),
+            // The layout alarm outranks the last passing error: it stays until an export is
+            // read again, and every export of the device is quarantined meanwhile.
+            last_error: self
+                .layout_alarm()
+                .or_else(|| self.0.last_error.lock().ok().and_then(|e| e.clone())),
             at: chrono::Utc::now(),
         }
     }
@@ -216,7 +305,7 @@ mod tests {
         .unwrap();
         let health = Health::default();
         health.export_taken();
-        health.export_rejected("not_an_image");
+        health.export_rejected("not_an_image", "not a PNG");
         count(MESSAGES_QUEUED, Kind::Record);
         set_backlog(Backlog {
             messages: 3,
@@ -284,5 +373,54 @@ mod tests {
             .last_error
             .is_some());
         assert!(deferred_error(2, "x").starts_with("2 records deferred"));
+    }
+
+    // See: #14
+    #[test]
+    fn exports_refused_as_unknown_in_a_row_raise_the_layout_alarm_until_one_is_read() {
+        let health = Health::new(3);
+        let dev = DeviceId::new("dev-1").unwrap();
+        let last_error = |h: &Health| h.report(&dev, true, Backlog::default()).last_error;
+        health.set_error("broker connection: refused".into());
+        health.export_rejected(
+            UNKNOWN_LAYOUT,
+            "best template autoref_fw2: anchor \"title\"",
+        );
+        health.export_rejected(
+            UNKNOWN_LAYOUT,
+            "best template autoref_fw2: anchor \"title\"",
+        );
+        assert_eq!(
+            health.layout_alarm(),
+            None,
+            "two in a row are not yet an alarm"
+        );
+        // Another refusal neither counts nor resets the streak.
+        health.export_rejected("not_an_image", "not a PNG");
+        health.export_rejected(UNKNOWN_LAYOUT, "firmware anchor \"fw\" differs");
+        let alarm = health.layout_alarm().expect("raised at the third in a row");
+        assert!(
+            alarm.starts_with("layout problem: the last 3 exports were refused as unknown_layout"),
+            "{alarm}"
+        );
+        assert!(
+            alarm.ends_with("latest: firmware anchor \"fw\" differs"),
+            "{alarm}"
+        );
+        assert_eq!(
+            last_error(&health),
+            Some(alarm),
+            "the alarm outranks other errors"
+        );
+        health.export_recognized();
+        assert_eq!(health.layout_alarm(), None);
+        assert_eq!(
+            last_error(&health).as_deref(),
+            Some("broker connection: refused")
+        );
+        // The streak starts again from zero.
+        health.export_rejected(UNKNOWN_LAYOUT, "x");
+        health.export_rejected(UNKNOWN_LAYOUT, "x");
+        assert_eq!(health.layout_alarm(), None);
     }
 }

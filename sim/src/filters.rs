@@ -147,6 +147,17 @@ pub fn contrast_brightness(p: &mut Planes, contrast: f32, brightness: f32) {
     }
 }
 
+/// The JPEG file of `img` at `quality` (grey images as one-channel JPEG).
+pub fn jpeg_bytes(img: &image::DynamicImage, quality: u8) -> Result<Vec<u8>, image::ImageError> {
+    let mut buf = Vec::new();
+    let mut enc = JpegEncoder::new_with_quality(Cursor::new(&mut buf), quality.clamp(1, 100));
+    match img {
+        image::DynamicImage::ImageLuma8(g) => enc.encode_image(g)?,
+        _ => enc.encode_image(&img.to_rgb8())?,
+    }
+    Ok(buf)
+}
+
 /// JPEG-compresses and decodes the region at `quality` (grey regions as one-channel JPEG);
 /// returns the decoded pixels and the JPEG file.
 pub fn jpeg_roundtrip(p: &Planes, quality: u8) -> Result<(Planes, Vec<u8>), image::ImageError> {

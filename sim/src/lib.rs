@@ -8,6 +8,7 @@
 //! - [`printed`] and [`values`]: draw valid values per field and the label, honouring the rules.
 //! - [`render`]: the [`Simulator`]: values drawn on the plate, then degraded.
 //! - [`degrade`] and [`filters`]: the template's variation (geometry, blur, noise, JPEG, scans).
+//! - [`stress`]: sets past the documented variation, and look-alike layouts (#14).
 //! - [`encode`]: the export file (PNG colour types, JPEG, BMP) beside its label JSON.
 //! - [`crops`]: recognizer training crops through `vision::normalise_crop`.
 //! - [`overlay`]: anchor and field boxes drawn over an export, aligned by a shift estimate.
@@ -27,6 +28,7 @@ pub mod overlay;
 pub mod printed;
 pub mod render;
 pub mod samples;
+pub mod stress;
 pub mod text;
 pub mod values;
 
@@ -37,4 +39,5 @@ pub use degrade::{Degrade, ScanMode};
 pub use encode::encode;
 pub use fonts::{FontDirs, FontError};
 pub use render::{Export, Prepared, SimError, Simulator};
+pub use stress::{Lookalike, Stress};
 pub use values::{Label, Values};

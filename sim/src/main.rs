@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! examlink-sim render  --templates DIR --out DIR [--template ID]... --count N --seed S [--today D]
+//!                      [--stress documented|ink|geometry|bounds] [--lookalike firmware|model]
 //! examlink-sim crops   --templates DIR --out DIR --count N --seed S [--hard] [--today D]
 //! examlink-sim overlay --templates DIR --template ID IMAGE OUT.png
 //! ```
@@ -13,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use record::TemplateSet;
-use sim::{FontDirs, NaiveDate, Simulator};
+use sim::{FontDirs, Lookalike, NaiveDate, Simulator, Stress};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,13 @@ enum Command {
         /// The devices' today, YYYY-MM-DD (exam dates are drawn up to it); default: today, UTC.
         #[arg(long)]
         today: Option<NaiveDate>,
+        /// How far past the catalog's documented variation (sim::stress).
+        #[arg(long, default_value = "documented")]
+        stress: Stress,
+        /// Look-alike layouts instead (one glyph of the firmware string or the model name
+        /// changed): every export must be refused; labels say `"device_type": null`.
+        #[arg(long)]
+        lookalike: Option<Lookalike>,
     },
     /// Recognizer training crops: crops/<n>.png + labels.jsonl.
     Crops {
@@ -119,6 +127,8 @@ fn run(cli: Cli) -> Result<()> {
             count,
             seed,
             today,
+            stress,
+            lookalike,
         } => {
             let (mut set, fonts) = load(&common)?;
             if !only.is_empty() {
@@ -131,9 +141,16 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 set = chosen;
             }
-            let mut sim = Simulator::new(&set, &fonts)?;
+            let mut sim = Simulator::new(&set, &fonts)?.with_stress(stress);
             if let Some(today) = today {
                 sim = sim.with_today(today);
+            }
+            if let Some(which) = lookalike {
+                let dropped;
+                (sim, dropped) = sim.into_lookalikes(which);
+                for id in dropped {
+                    eprintln!("examlink-sim: {id}: no two glyphs to swap, no look-alike");
+                }
             }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let start = Instant::now();
@@ -146,10 +163,14 @@ fn run(cli: Cli) -> Result<()> {
                     let img = out.join(format!("{stem}.{}", e.format));
                     let bytes = sim::encode(&e)?;
                     write(&img, &bytes)?;
-                    write(
-                        &out.join(format!("{stem}.json")),
-                        e.label.to_json().as_bytes(),
-                    )?;
+                    let label = match lookalike {
+                        None => e.label.to_json(),
+                        Some(_) => serde_json::json!({
+                            "device_type": null, "firmware": null, "fields": {}, "lookalike_of": id,
+                        })
+                        .to_string(),
+                    };
+                    write(&out.join(format!("{stem}.json")), label.as_bytes())?;
                 }
             }
             let total = count * sim.templates().len();

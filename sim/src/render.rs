@@ -17,7 +17,9 @@ use record::{Template, TemplateSet};
 use vision::Affine;
 
 use crate::degrade::{self, Degrade, ScanMode, Source};
+use crate::filters;
 use crate::fonts::{FontDirs, FontError};
+use crate::stress::{Lookalike, Stress};
 use crate::text::{self, Face};
 use crate::values::{self, GenerateError, Label, Values, DEFAULT_ABSENT_RATE};
 
@@ -137,6 +139,7 @@ pub struct Simulator {
     prepared: Vec<Prepared>,
     absent_rate: f64,
     today: NaiveDate,
+    stress: Stress,
 }
 
 fn border_median(img: &RgbImage) -> [u8; 3] {
@@ -216,6 +219,7 @@ impl Simulator {
             prepared,
             absent_rate: DEFAULT_ABSENT_RATE,
             today: record::grammar::today_utc(),
+            stress: Stress::Documented,
         })
     }
 
@@ -229,6 +233,33 @@ impl Simulator {
     /// The simulator's today (UTC).
     pub fn today(&self) -> NaiveDate {
         self.today
+    }
+
+    /// Draws exports past the documented variation (default [`Stress::Documented`]; see
+    /// [`crate::stress`]).
+    pub fn with_stress(mut self, stress: Stress) -> Self {
+        self.stress = stress;
+        self
+    }
+
+    /// Replaces every template's plate by a look-alike's (see [`crate::stress::lookalike_plate`]):
+    /// one glyph of its firmware string or model name changed. Templates where no glyph can be
+    /// swapped are dropped; their ids are returned.
+    pub fn into_lookalikes(mut self, which: Lookalike) -> (Self, Vec<String>) {
+        let mut dropped = Vec::new();
+        self.prepared.retain_mut(|p| {
+            match crate::stress::lookalike_plate(&p.template, &p.plate, p.fill, which) {
+                Some(plate) => {
+                    p.plate = plate;
+                    true
+                }
+                None => {
+                    dropped.push(p.template.id.clone());
+                    false
+                }
+            }
+        });
+        (self, dropped)
     }
 
     /// Sets the share of absent groups (default 5 %).
@@ -286,12 +317,27 @@ impl Simulator {
         rng: &mut R,
     ) -> Result<Export, SimError> {
         let t = &p.template;
-        let d = Degrade::sample(&t.variation, t.width, t.height, p.base_mode, false, rng);
-        let (image, jpeg) = self.compose(p, &values.printed, &d, rng)?;
+        let v = self.stress.variation(t);
+        let mut d = Degrade::sample(&v, t.width, t.height, p.base_mode, false, rng);
+        let reencode = self.stress.extras(t, &mut d, rng);
+        let (mut image, mut jpeg) = self.compose(p, &values.printed, &d, rng)?;
+        let mut mode = d.mode;
+        if let Some(q) = reencode {
+            let bytes = filters::jpeg_bytes(&image, q).map_err(|e| SimError::Encode {
+                template: t.id.clone(),
+                problem: e.to_string(),
+            })?;
+            image = image::load_from_memory(&bytes).map_err(|e| SimError::Encode {
+                template: t.id.clone(),
+                problem: e.to_string(),
+            })?;
+            mode = crate::stress::reencoded_mode(mode);
+            jpeg = Some(bytes);
+        }
         Ok(Export {
             template: t.id.clone(),
             image,
-            mode: d.mode,
+            mode,
             label: values.label,
             printed: values.printed,
             map: d.export_map(),

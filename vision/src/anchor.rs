@@ -70,10 +70,13 @@ impl VariantAnchor {
             }
             let (cw, ch) = (pw.min(MAX_PATCH_W), ph.min(MAX_PATCH_H));
             // Centred on the focus, kept inside the anchor box.
-            let ox =
-                (focus.0 - cw as f32 * k / 2.0).clamp(rect[0], rect[0] + rect[2] - cw as f32 * k);
-            let oy =
-                (focus.1 - ch as f32 * k / 2.0).clamp(rect[1], rect[1] + rect[3] - ch as f32 * k);
+            // `max` first: at a fractional scale `cw * k` can pass the box by a rounding error.
+            let ox = (focus.0 - cw as f32 * k / 2.0)
+                .min(rect[0] + rect[2] - cw as f32 * k)
+                .max(rect[0]);
+            let oy = (focus.1 - ch as f32 * k / 2.0)
+                .min(rect[1] + rect[3] - ch as f32 * k)
+                .max(rect[1]);
             let origin = (ox, oy);
             let raw = sample_grid(plate, &Affine::IDENTITY, origin.0, origin.1, k, cw, ch);
             levels.push(Level {
@@ -280,6 +283,7 @@ pub(crate) struct Attempt {
     pub residual: Vec<f32>,
     pub loo: Vec<Option<f32>>,
     pub firmware: FirmwareCheck,
+    pub model: Option<FirmwareCheck>,
     /// Weakest anchor NCC (0 when an anchor was not found).
     pub score: f32,
     pub failure: Option<String>,
@@ -310,6 +314,7 @@ impl Attempt {
             map,
             score: self.score,
             firmware: self.firmware,
+            model: self.model,
             anchors,
         }
     }
@@ -323,6 +328,7 @@ impl Attempt {
             residual: Vec::new(),
             loo: Vec::new(),
             firmware: FirmwareCheck::MISMATCH,
+            model: None,
             score,
             failure: Some(why),
         }
@@ -560,6 +566,10 @@ fn score(
         })
         .collect();
     let firmware = v.firmware.check(img, &map);
+    let model = v.model.as_ref().map(|m| m.check(img, &map));
+    let differs = |c: &FirmwareCheck| {
+        c.worst > thr.firmware_max_residual || c.ratio() > thr.firmware_max_ratio
+    };
     let (weakest, score) = ncc
         .iter()
         .copied()
@@ -581,9 +591,20 @@ fn score(
             "anchor {:?} NCC {score:.2} < {:.2}",
             v.anchors[weakest].name, thr.anchor_min_ncc
         ))
-    } else if firmware.worst > thr.firmware_max_residual
-        || firmware.ratio() > thr.firmware_max_ratio
+    } else if let Some(name) = [
+        Some((&v.firmware, &firmware)),
+        v.model.as_ref().zip(model.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|(_, c)| c.cut_off)
+    .map(|(r, _)| &v.anchors[r.anchor].name)
     {
+        Some(format!(
+            "anchor {name:?} (the device's identity string) runs off the export's edge, so it \
+             cannot be verified: an export cropped or shifted past the frame?"
+        ))
+    } else if differs(&firmware) {
         Some(format!(
             "firmware anchor {:?} differs from the template's {:?}: worst character window residual {:.2} \
              ({:.1}x the typical window; limits {:.2} and {:.1}x): another firmware version?",
@@ -591,6 +612,21 @@ fn score(
             info.firmware_string,
             firmware.worst,
             firmware.ratio(),
+            thr.firmware_max_residual,
+            thr.firmware_max_ratio
+        ))
+    } else if let Some((m, c)) = v
+        .model
+        .as_ref()
+        .zip(model.as_ref())
+        .filter(|(_, c)| differs(c))
+    {
+        Some(format!(
+            "model anchor {:?} differs from the template's: worst character window residual {:.2} \
+             ({:.1}x the typical window; limits {:.2} and {:.1}x): a look-alike device?",
+            v.anchors[m.anchor].name,
+            c.worst,
+            c.ratio(),
             thr.firmware_max_residual,
             thr.firmware_max_ratio
         ))
@@ -615,6 +651,7 @@ fn score(
         residual,
         loo,
         firmware,
+        model,
         score: score.max(0.0),
         failure,
     }

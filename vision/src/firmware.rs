@@ -21,17 +21,91 @@ use crate::pyramid::Pyramid;
 pub(crate) struct FirmwareRef {
     /// Index of the firmware anchor.
     pub anchor: usize,
+    /// The ink of the anchor box (variant frame, its margins trimmed): all of it must lie
+    /// inside the export.
+    core: [f32; 4],
     x: f32,
     y: f32,
     w: usize,
     h: usize,
-    plate: Vec<f32>,
+    /// The plate region smoothed, then blurred further by each of [`PLATE_BLURS`]: the check
+    /// compares the export with the one it fits best, so an export's own blur is not counted
+    /// as a difference and a changed character stands out of a blurred scan as well.
+    plates: Vec<Vec<f32>>,
     window: usize,
+}
+
+/// The part of `rect` (variant frame) that holds ink: rows and columns whose largest difference
+/// from the region's median is at least a quarter of the region's largest.
+fn ink_extent(plate: &Pyramid, rect: [f32; 4]) -> [f32; 4] {
+    let (w, h) = (rect[2].max(1.0) as usize, rect[3].max(1.0) as usize);
+    let v = sample_grid(plate, &Affine::IDENTITY, rect[0], rect[1], 1.0, w, h);
+    let mut sorted = v.clone();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let dev = |i: usize| (v[i] - median).abs();
+    let top = (0..v.len()).map(dev).fold(0.0f32, f32::max);
+    if top <= 0.0 {
+        return rect;
+    }
+    let inked = |i: usize| dev(i) >= 0.25 * top;
+    let cols: Vec<usize> = (0..w)
+        .filter(|&x| (0..h).any(|y| inked(y * w + x)))
+        .collect();
+    let rows: Vec<usize> = (0..h)
+        .filter(|&y| (0..w).any(|x| inked(y * w + x)))
+        .collect();
+    match (cols.first(), cols.last(), rows.first(), rows.last()) {
+        (Some(&x0), Some(&x1), Some(&y0), Some(&y1)) => [
+            rect[0] + x0 as f32,
+            rect[1] + y0 as f32,
+            (x1 - x0 + 1) as f32,
+            (y1 - y0 + 1) as f32,
+        ],
+        _ => rect,
+    }
+}
+
+/// Extra Gaussian blurs (sigma, px) the plate region is prepared at.
+const PLATE_BLURS: [f32; 4] = [0.0, 0.6, 1.0, 1.5];
+
+/// Separable Gaussian blur of a `w x h` region, border clamped.
+fn gaussian(v: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
+    if sigma <= 0.0 {
+        return v.to_vec();
+    }
+    let r = (3.0 * sigma).ceil() as isize;
+    let k: Vec<f32> = (-r..=r)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let sum: f32 = k.iter().sum();
+    let k: Vec<f32> = k.iter().map(|x| x / sum).collect();
+    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+        let mut out = vec![0.0; src.len()];
+        for y in 0..h as isize {
+            for x in 0..w as isize {
+                let mut acc = 0.0;
+                for (j, kv) in k.iter().enumerate() {
+                    let d = j as isize - r;
+                    let (sx, sy) = if horizontal {
+                        ((x + d).clamp(0, w as isize - 1), y)
+                    } else {
+                        (x, (y + d).clamp(0, h as isize - 1))
+                    };
+                    acc += kv * src[sy as usize * w + sx as usize];
+                }
+                out[y as usize * w + x as usize] = acc;
+            }
+        }
+        out
+    };
+    pass(&pass(v, true), false)
 }
 
 impl FirmwareRef {
     /// Prepares the check for the anchor `anchor` with box `rect` (variant frame).
     pub fn new(anchor: usize, rect: [f32; 4], fields: &[[f32; 4]], plate: &Pyramid) -> Self {
+        let core = ink_extent(plate, rect);
         let [mut x, y, mut w, h] = rect;
         let grow = (0.5 * h).round();
         let (pw, _) = (plate.base().width as f32, plate.base().height as f32);
@@ -50,30 +124,46 @@ impl FirmwareRef {
             w += grow;
         }
         let (w, h) = (w.max(1.0) as usize, h.max(1.0) as usize);
-        let plate = smooth(
+        let base = smooth(
             &sample_grid(plate, &Affine::IDENTITY, x, y, 1.0, w, h),
             w,
             h,
         );
+        let plates = PLATE_BLURS
+            .iter()
+            .map(|&s| gaussian(&base, w, h, s))
+            .collect();
         let window = ((0.6 * h as f32).round() as usize).clamp(3, w.max(3));
         Self {
             anchor,
+            core,
             x,
             y,
             w,
             h,
-            plate,
+            plates,
             window,
         }
     }
 
     /// Compares the export under `map` (variant frame → image) with the plate, window by window.
-    /// Samples that fall outside the export (a string shifted past the border) are ignored; a
-    /// region mostly outside, flat, or inverted scores [`FirmwareCheck::MISMATCH`].
+    /// Samples of the widened margin that fall outside the export are ignored; an anchor box
+    /// not wholly inside the export (a string cut off at the border), or a region flat or
+    /// inverted, scores [`FirmwareCheck::MISMATCH`].
     pub fn check(&self, img: &Pyramid, map: &Affine) -> FirmwareCheck {
+        let (iw, ih) = (img.base().width as f32, img.base().height as f32);
+        // A string cut off at the export's edge cannot be verified: its missing characters
+        // may be the ones that differ.
+        let [cx, cy, cw, ch] = self.core;
+        let cut = [(cx, cy), (cx + cw, cy), (cx, cy + ch), (cx + cw, cy + ch)]
+            .into_iter()
+            .map(|(x, y)| map.apply(x, y))
+            .any(|(x, y)| x < 0.0 || y < 0.0 || x > iw || y > ih);
+        if cut {
+            return FirmwareCheck::CUT_OFF;
+        }
         let raw = sample_grid(img, map, self.x, self.y, 1.0, self.w, self.h);
         let img_s = smooth(&raw, self.w, self.h);
-        let (iw, ih) = (img.base().width as f32, img.base().height as f32);
         let idx: Vec<usize> = (0..self.w * self.h)
             .filter(|&i| {
                 let (x, y) = map.apply(
@@ -83,27 +173,31 @@ impl FirmwareRef {
                 x >= 1.0 && y >= 1.0 && x <= iw - 1.0 && y <= ih - 1.0
             })
             .collect();
-        if idx.len() < self.plate.len() / 2 {
+        if idx.len() < self.w * self.h / 2 {
             return FirmwareCheck::MISMATCH;
         }
-        let n = idx.len() as f64;
-        let mp = idx.iter().map(|&i| f64::from(self.plate[i])).sum::<f64>() / n;
-        let mi = idx.iter().map(|&i| f64::from(img_s[i])).sum::<f64>() / n;
-        let (mut vp, mut cov) = (0.0f64, 0.0f64);
-        for &i in &idx {
-            let dp = f64::from(self.plate[i]) - mp;
-            vp += dp * dp;
-            cov += dp * (f64::from(img_s[i]) - mi);
-        }
-        let g = if vp > 1e-9 { cov / vp } else { 0.0 };
-        if g <= 0.0 {
+        // The plate blur the export fits best (least residual over the whole region).
+        let fits: Vec<Option<Fit>> = self
+            .plates
+            .iter()
+            .map(|p| Fit::new(p, &img_s, &idx))
+            .collect();
+        let Some((plate, fit)) = self
+            .plates
+            .iter()
+            .zip(fits)
+            .filter_map(|(p, f)| f.map(|f| (p, f)))
+            .min_by(|a, b| a.1.relative().total_cmp(&b.1.relative()))
+        else {
             return FirmwareCheck::MISMATCH;
-        }
-        let energy = g * g * vp / n;
+        };
+        let Fit {
+            mp, mi, g, energy, ..
+        } = fit;
         // Per column: residual energy and the number of samples inside the export.
         let mut cols = vec![(0.0f64, 0usize); self.w];
         for &i in &idx {
-            let r = f64::from(img_s[i]) - mi - g * (f64::from(self.plate[i]) - mp);
+            let r = f64::from(img_s[i]) - mi - g * (f64::from(plate[i]) - mp);
             let c = &mut cols[i % self.w];
             c.0 += r * r;
             c.1 += 1;
@@ -131,7 +225,53 @@ impl FirmwareRef {
         FirmwareCheck {
             worst: windows[windows.len() - 1] as f32,
             typical: windows[windows.len() / 2] as f32,
+            cut_off: false,
         }
+    }
+}
+
+/// The export region fitted to one plate region by a gain and an offset.
+#[derive(Debug, Clone, Copy)]
+struct Fit {
+    mp: f64,
+    mi: f64,
+    g: f64,
+    /// The fitted plate's ink energy per sample.
+    energy: f64,
+    /// Residual energy per sample.
+    residual: f64,
+}
+
+impl Fit {
+    /// `None` when the plate is flat there or the export is inverted.
+    fn new(plate: &[f32], img: &[f32], idx: &[usize]) -> Option<Self> {
+        let n = idx.len() as f64;
+        let mp = idx.iter().map(|&i| f64::from(plate[i])).sum::<f64>() / n;
+        let mi = idx.iter().map(|&i| f64::from(img[i])).sum::<f64>() / n;
+        let (mut vp, mut vi, mut cov) = (0.0f64, 0.0f64, 0.0f64);
+        for &i in idx {
+            let dp = f64::from(plate[i]) - mp;
+            let di = f64::from(img[i]) - mi;
+            vp += dp * dp;
+            vi += di * di;
+            cov += dp * di;
+        }
+        if vp <= 1e-9 || cov <= 0.0 {
+            return None;
+        }
+        let g = cov / vp;
+        Some(Self {
+            mp,
+            mi,
+            g,
+            energy: g * g * vp / n,
+            residual: (vi - g * cov).max(0.0) / n,
+        })
+    }
+
+    /// Residual relative to the fitted ink energy (what the choice of blur minimises).
+    fn relative(&self) -> f64 {
+        self.residual / self.energy.max(1e-12)
     }
 }
 
@@ -143,6 +283,8 @@ pub struct FirmwareCheck {
     pub worst: f32,
     /// Median window: how much the export's degradation (blur, JPEG, scan) costs everywhere.
     pub typical: f32,
+    /// The string's ink runs past the export's edge: not comparable.
+    pub cut_off: bool,
 }
 
 impl FirmwareCheck {
@@ -150,6 +292,14 @@ impl FirmwareCheck {
     pub const MISMATCH: FirmwareCheck = FirmwareCheck {
         worst: f32::INFINITY,
         typical: f32::INFINITY,
+        cut_off: false,
+    };
+
+    /// What a string cut off at the export's edge scores.
+    pub const CUT_OFF: FirmwareCheck = FirmwareCheck {
+        worst: f32::INFINITY,
+        typical: f32::INFINITY,
+        cut_off: true,
     };
 
     /// Typical-window floor, so a clean export's ratio does not divide by ~0.

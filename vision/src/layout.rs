@@ -84,7 +84,7 @@ impl Default for Thresholds {
         Self {
             anchor_min_ncc: 0.50,
             firmware_max_residual: 1.0,
-            firmware_max_ratio: 5.5,
+            firmware_max_ratio: 4.5,
             early_reject_ncc: 0.35,
             margin: 0.10,
         }
@@ -117,6 +117,8 @@ pub struct Match {
     pub score: f32,
     /// Window-by-window comparison of the firmware anchor with the plate.
     pub firmware: FirmwareCheck,
+    /// The same for the anchor that names the model, where the template has one.
+    pub model: Option<FirmwareCheck>,
     /// Per anchor, in template order.
     pub anchors: Vec<AnchorScore>,
 }
@@ -141,6 +143,82 @@ pub(crate) struct LayoutInfo {
     pub subpixel: bool,
     pub scale: [f32; 2],
     pub rotation_deg: f32,
+    /// A scanned printout (paper, scan modes) rather than a screen export.
+    pub scanned: bool,
+}
+
+/// The drift the matcher tolerates past a template's declared variation, when an export fails
+/// the declared search: what a deployment brings that the samples do not show (display
+/// scaling, crooked scans, sub-pixel shifts everywhere).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drift {
+    /// Translation up to this multiple of the declared shift ...
+    pub shift_factor: f32,
+    /// ... and at least this many reference pixels.
+    pub shift_min_px: f32,
+    /// Content scale at least this far either side of 1 (within the export's frame).
+    pub scale: f32,
+    /// Rotation up to this on screen layouts, degrees ...
+    pub screen_rotation_deg: f32,
+    /// ... and this on scanned printouts.
+    pub scan_rotation_deg: f32,
+    /// An export whose size is the template's scaled by a factor in this range (same aspect
+    /// within 1 %) is matched at that scale: a display scaling of 80-125 %, resampled.
+    pub display_scale: [f32; 2],
+    /// The firmware and model character checks are stricter on a drifted match: the worst
+    /// window may stand out of the typical one by at most this factor (a degraded, drifted
+    /// export hides a changed character more easily).
+    pub identity_max_ratio: f32,
+}
+
+impl Default for Drift {
+    fn default() -> Self {
+        Self {
+            shift_factor: 2.0,
+            shift_min_px: 12.0,
+            scale: 0.04,
+            screen_rotation_deg: 1.2,
+            scan_rotation_deg: 3.3,
+            display_scale: [0.78, 1.27],
+            identity_max_ratio: 3.5,
+        }
+    }
+}
+
+impl Drift {
+    /// No drift: only the declared variation is searched (and whole-export scales inside the
+    /// declared scale range).
+    pub const NONE: Drift = Drift {
+        shift_factor: 1.0,
+        shift_min_px: 0.0,
+        scale: 0.0,
+        screen_rotation_deg: 0.0,
+        scan_rotation_deg: 0.0,
+        display_scale: [1.0, 1.0],
+        identity_max_ratio: 0.0,
+    };
+}
+
+impl LayoutInfo {
+    /// The search envelope under `drift`: similarity motion, the widened ranges.
+    fn tolerant(&self, drift: &Drift) -> LayoutInfo {
+        let rot = if self.scanned {
+            drift.scan_rotation_deg
+        } else {
+            drift.screen_rotation_deg
+        };
+        LayoutInfo {
+            motion: Motion::Similarity,
+            shift_px: (self.shift_px * drift.shift_factor).max(drift.shift_min_px),
+            subpixel: true,
+            scale: [
+                self.scale[0].min(1.0 - drift.scale),
+                self.scale[1].max(1.0 + drift.scale),
+            ],
+            rotation_deg: self.rotation_deg.max(rot),
+            ..self.clone()
+        }
+    }
 }
 
 /// A template prepared at one export scale.
@@ -155,6 +233,9 @@ pub(crate) struct Variant {
     pub height: u32,
     pub anchors: Vec<VariantAnchor>,
     pub firmware: FirmwareRef,
+    /// The same character check on the anchor that names the model (its text holds the
+    /// template's model code, `RK-7`), when one does: a look-alike device of the same brand.
+    pub model: Option<FirmwareRef>,
 }
 
 /// Every template's plate and anchors, ready to match exports against.
@@ -164,7 +245,10 @@ pub struct Layouts {
     variants: Vec<Variant>,
     /// Each layout's template and full-size plate (8-bit), for exports at an unforeseen scale.
     sources: Vec<(Template, image::GrayImage)>,
+    /// Each layout's search envelope under `drift` (same order as `layouts`).
+    tolerant: Vec<LayoutInfo>,
     thresholds: Thresholds,
+    drift: Drift,
 }
 
 impl Layouts {
@@ -201,12 +285,22 @@ impl Layouts {
             }
             sources.push((t.clone(), luma));
         }
+        let drift = Drift::default();
         Ok(Self {
+            tolerant: layouts.iter().map(|l| l.tolerant(&drift)).collect(),
             layouts,
             variants,
             sources,
             thresholds: Thresholds::default(),
+            drift,
         })
+    }
+
+    /// Replaces the drift tolerated past the templates' declared variation.
+    pub fn with_drift(mut self, drift: Drift) -> Self {
+        self.tolerant = self.layouts.iter().map(|l| l.tolerant(&drift)).collect();
+        self.drift = drift;
+        self
     }
 
     /// Replaces the acceptance thresholds.
@@ -254,9 +348,50 @@ impl Layouts {
                 closest: None,
             });
         }
+        let declared = |v: &Variant| &self.layouts[v.layout];
+        let outcome = self.choose(&candidates, declared, &self.thresholds, img);
+        match outcome {
+            Err(u) if !self.drift_off() => {
+                // Past the declared variation: the same candidates in the drift envelope. The
+                // identity checks (every anchor's NCC, the firmware string, the margin to the
+                // second best) are the same; only the geometry searched is wider.
+                let tolerant = |v: &Variant| &self.tolerant[v.layout];
+                let strict = Thresholds {
+                    firmware_max_ratio: self
+                        .thresholds
+                        .firmware_max_ratio
+                        .min(self.drift.identity_max_ratio),
+                    ..self.thresholds
+                };
+                self.choose(&candidates, tolerant, &strict, img)
+                    .map_err(|t| {
+                        if t.closest.as_ref().map(|c| c.1) >= u.closest.as_ref().map(|c| c.1) {
+                            t
+                        } else {
+                            u
+                        }
+                    })
+            }
+            other => other,
+        }
+    }
+
+    fn drift_off(&self) -> bool {
+        self.drift.shift_factor <= 1.0 && self.drift.scale <= 0.0
+    }
+
+    /// Matches every candidate with the search envelope `info` gives and picks the one that
+    /// passes, clear of the second.
+    fn choose<'a>(
+        &'a self,
+        candidates: &[&Variant],
+        info: impl Fn(&Variant) -> &'a LayoutInfo,
+        thresholds: &Thresholds,
+        img: &Pyramid,
+    ) -> Result<Match, Unknown> {
         let mut attempts: Vec<Attempt> = candidates
             .iter()
-            .map(|v| anchor::match_variant(v, &self.layouts[v.layout], img, &self.thresholds))
+            .map(|v| anchor::match_variant(v, info(v), img, thresholds))
             .collect();
         attempts.sort_by(|a, b| b.rank().total_cmp(&a.rank()));
         let name = |a: &Attempt| self.layouts[a.layout].id.clone();
@@ -294,16 +429,38 @@ impl Layouts {
         Ok(best.into_match(id, names))
     }
 
-    /// Variants, prepared now, of the layouts whose `variation.scale` range admits an export of
-    /// `w x h` (same aspect ratio within 1 %): the rare export scaled as a whole.
+    /// Variants, prepared now, of the layouts whose `variation.scale` range or the drift's
+    /// display scale admits an export of `w x h` (same aspect ratio within 1 %): the rare export
+    /// scaled as a whole (a display scaling, a scan at another resolution).
     fn scaled_variants(&self, w: u32, h: u32) -> Vec<Variant> {
         let mut out = Vec::new();
+        let [dlo, dhi] = self.drift.display_scale;
         for (li, (t, plate)) in self.sources.iter().enumerate() {
-            let (fx, fy) = (w as f32 / t.width as f32, h as f32 / t.height as f32);
-            let [lo, hi] = t.variation.scale;
-            if hi > lo && (fx - fy).abs() <= 0.01 && fx >= lo - 0.005 && fx <= hi + 0.005 {
+            // The export may be the template's frame, or its downscale on export, scaled.
+            let downscale = t
+                .variation
+                .downscale
+                .map(|(_, f)| f)
+                .filter(|&f| f > 0.0 && f < 1.0);
+            for base in std::iter::once(1.0).chain(downscale) {
+                let (fx, fy) = (
+                    w as f32 / (t.width as f32 * base),
+                    h as f32 / (t.height as f32 * base),
+                );
+                let (lo, hi) = (t.variation.scale[0].min(dlo), t.variation.scale[1].max(dhi));
+                if (fx - fy).abs() > 0.01 * fx || fx < lo - 0.005 || fx > hi + 0.005 {
+                    continue;
+                }
                 let plate = GrayF32::from_image(&image::DynamicImage::ImageLuma8(plate.clone()));
-                if let Ok(v) = prepare(t, li, resize_area(&plate, w, h), fx, 1.0) {
+                // Within the declared scale range the content scale is relative to the template;
+                // past it (a display scaling), relative to the export's own scale.
+                let [slo, shi] = t.variation.scale;
+                let nominal = if fx >= slo - 0.005 && fx <= shi + 0.005 {
+                    base
+                } else {
+                    base * fx
+                };
+                if let Ok(v) = prepare(t, li, resize_area(&plate, w, h), base * fx, nominal) {
                     out.push(v);
                 }
             }
@@ -338,6 +495,7 @@ fn info(t: &Template) -> LayoutInfo {
         subpixel: v.subpixel,
         scale: v.scale,
         rotation_deg: v.rotation_deg.max(0.0),
+        scanned: v.paper || !v.scan_modes.is_empty(),
     }
 }
 
@@ -383,6 +541,9 @@ fn prepare(
     let fw = t.anchors.iter().position(|a| a.firmware).unwrap_or(0);
     let fields: Vec<[f32; 4]> = t.fields.iter().map(|f| scale_box(f.bbox)).collect();
     let firmware = FirmwareRef::new(fw, anchors[fw].rect, &fields, &pyr);
+    let model = model_anchor(t)
+        .filter(|&i| i != fw)
+        .map(|i| FirmwareRef::new(i, anchors[i].rect, &fields, &pyr));
     Ok(Variant {
         layout,
         s0,
@@ -391,7 +552,17 @@ fn prepare(
         height,
         anchors,
         firmware,
+        model,
     })
+}
+
+/// The anchor whose text names the model: it holds the model code, the last word of
+/// `model` (`Vellmar RK-7` → `RK-7`).
+fn model_anchor(t: &Template) -> Option<usize> {
+    let code = t.model.split_whitespace().last()?;
+    t.anchors
+        .iter()
+        .position(|a| a.text.as_deref().is_some_and(|s| s.contains(code)))
 }
 
 #[cfg(test)]
@@ -488,11 +659,14 @@ mod tests {
     }
 
     fn layouts(t: &Template, plate: GrayF32) -> Layouts {
+        let drift = Drift::default();
         Layouts {
             layouts: vec![info(t)],
             variants: vec![prepare(t, 0, plate.clone(), 1.0, 1.0).unwrap()],
             sources: vec![(t.clone(), to_luma(&plate))],
+            tolerant: vec![info(t).tolerant(&drift)],
             thresholds: Thresholds::default(),
+            drift,
         }
     }
 
@@ -632,5 +806,63 @@ mod tests {
         }
         let e = l.identify(&edited).unwrap_err();
         assert!(e.reason.contains("firmware anchor"), "{}", e.reason);
+    }
+
+    // See: #14
+    #[test]
+    fn drift_past_the_declared_variation_is_matched_and_reported() {
+        // A screen layout that declares integer shifts only.
+        let v = Variation {
+            shift_px: 8.0,
+            ..Variation::default()
+        };
+        let p = plate(400, 300);
+        let l = layouts(&template(v.clone()), p.clone());
+        // Rotated 0.8°, scaled 1.5 %, shifted 13.4 px: past every declared range.
+        let truth = Affine::similarity(1.015, f32::to_radians(0.8), 13.4, -6.2);
+        let m = l
+            .identify(&warp(&p, &truth))
+            .expect("matched in the drift envelope");
+        for (x, y) in [(50.0, 40.0), (350.0, 250.0)] {
+            let (a, b) = (m.map.apply(x, y), truth.apply(x, y));
+            let err = ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+            assert!(err < 0.3, "error {err} at ({x}, {y})");
+        }
+        // Beyond the drift (3° on a screen): refused.
+        let far = Affine::similarity(1.0, f32::to_radians(3.0), 0.0, 0.0);
+        assert!(l.identify(&warp(&p, &far)).is_err());
+        // With the drift off, the first export is refused too.
+        let strict = layouts(&template(v), p.clone()).with_drift(Drift::NONE);
+        assert!(strict.identify(&warp(&p, &truth)).is_err());
+    }
+
+    // See: #14
+    #[test]
+    fn a_display_scaled_export_is_matched_at_its_scale() {
+        let v = Variation {
+            shift_px: 8.0,
+            ..Variation::default()
+        };
+        let p = plate(400, 300);
+        let l = layouts(&template(v), p.clone());
+        for s in [0.8f32, 1.25] {
+            let (w, h) = ((400.0 * s).round() as u32, (300.0 * s).round() as u32);
+            let truth = Affine::similarity(s, 0.0, 3.0, -2.0);
+            let m = l
+                .identify(&warp_to(&p, &truth, w, h))
+                .unwrap_or_else(|u| panic!("display scale {s}: {}", u.reason));
+            let (a, b) = (m.map.apply(350.0, 250.0), truth.apply(350.0, 250.0));
+            assert!(
+                (a.0 - b.0).abs() < 0.5 && (a.1 - b.1).abs() < 0.5,
+                "scale {s}: {a:?} vs {b:?}"
+            );
+        }
+        // 1.4x is past any display scaling: refused by size.
+        let e = l.identify(&GrayF32::filled(560, 420, 0.5)).unwrap_err();
+        assert!(
+            e.reason.starts_with("no template of size 560x420"),
+            "{}",
+            e.reason
+        );
     }
 }

@@ -25,4 +25,4 @@ pub mod pyramid;
 pub use affine::Affine;
 pub use crop::{normalise_crop, CROP_H, CROP_W};
 pub use gray::GrayF32;
-pub use layout::{AnchorScore, LayoutError, Layouts, Match, Thresholds, Unknown};
+pub use layout::{AnchorScore, Drift, LayoutError, Layouts, Match, Thresholds, Unknown};

@@ -146,6 +146,7 @@ impl AssembleStage {
         match result {
             Ok(recognition) => {
                 let record = build_record(device, &taken, recognition, Utc::now());
+                self.health.export_recognized();
                 let flagged = record.review_count();
                 if flagged > 0 {
                     metrics::counter!(telemetry::FIELDS_FLAGGED).increment(flagged as u64);
@@ -180,7 +181,7 @@ impl AssembleStage {
             file = %taken.path.display(), code = %refusal.code, reason = %refusal.reason,
             quarantined_as = %quarantined_as.display(), "Export rejected."
         );
-        self.health.export_rejected(&refusal.code);
+        self.health.export_rejected(&refusal.code, &refusal.reason);
         let rejection = Rejection {
             device_id: self.settings.device.clone(),
             source_file: taken.file_name.clone(),

@@ -24,12 +24,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "common/scoring.rs"]
+mod scoring;
+
 use agent::recognize::command::load;
 use agent::recognize::samples::{dump_sample_crops, labelled_exports};
 use agent::recognize::Recognizer;
 use anyhow::{bail, Context};
 use clap::Parser;
-use record::{FieldStatus, TemplateSet};
+use record::TemplateSet;
 
 #[derive(Debug, Parser)]
 #[command(about = "Recognition speed and accuracy against Tesseract 5 on the same crops")]
@@ -88,14 +91,7 @@ fn samples(dir: &Path) -> anyhow::Result<Vec<Sample>> {
             l["device_type"].as_str().unwrap_or("?"),
             l["firmware"].as_str().unwrap_or("?")
         );
-        let fields = l["fields"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let fields = scoring::label_fields(&l);
         out.push(Sample {
             name: img.file_name().unwrap_or_default().to_string_lossy().into(),
             layout,
@@ -138,36 +134,13 @@ fn measure(name: &str, r: &Recognizer, samples: &[Sample], reps: usize) -> Outco
             };
             o.model_field_ms
                 .push(rec.timings.read.as_secs_f64() * 1e3 / rec.fields.len().max(1) as f64);
-            for (fname, want) in &s.fields {
-                let Some(i) = rec.fields.iter().position(|f| &f.name == fname) else {
-                    o.review += 1;
-                    continue;
-                };
-                let (f, guess) = (&rec.fields[i], &rec.guesses[i]);
-                let correct = match want {
-                    None => f.status == FieldStatus::Absent || guess.is_none(),
-                    Some(w) => guess.as_deref() == Some(w.as_str()),
-                };
-                o.correct += usize::from(correct);
-                if f.status == FieldStatus::Ok && !correct {
-                    o.silent += 1;
-                }
-                if f.status != FieldStatus::Ok && want.is_some() {
-                    o.review += 1;
-                }
-            }
+            let score = scoring::score_fields(rec, &s.fields);
+            o.correct += score.correct;
+            o.silent += score.silent.len();
+            o.review += score.review;
         }
     }
     o
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Tesseract over the aligned crops: (crops, correct, engine ms per field, start-up ms).
@@ -355,10 +328,10 @@ fn main() -> anyhow::Result<()> {
             o.fields,
             o.silent,
             100.0 * o.review as f64 / o.fields.max(1) as f64,
-            pct(&o.export_ms, 0.5),
-            pct(&o.export_ms, 0.95),
-            pct(&o.autoref_ms, 0.5),
-            pct(&o.model_field_ms, 0.5),
+            scoring::pct(&o.export_ms, 0.5),
+            scoring::pct(&o.export_ms, 0.95),
+            scoring::pct(&o.autoref_ms, 0.5),
+            scoring::pct(&o.model_field_ms, 0.5),
         );
     }
     if let Some(p) = &peer {
@@ -371,7 +344,7 @@ fn main() -> anyhow::Result<()> {
             p.field_ms * autoref_fields as f64,
             p.field_ms,
         );
-        let ours = pct(&outcomes[0].autoref_ms, 0.5);
+        let ours = scoring::pct(&outcomes[0].autoref_ms, 0.5);
         println!(
             "\nRatio, autoref export p50, examlink int8 / Tesseract: {:.2} (examlink includes decoding, \
              identification and alignment; Tesseract start-up {:.0} ms per process excluded).",
@@ -381,7 +354,8 @@ fn main() -> anyhow::Result<()> {
         if outcomes.len() > 1 {
             println!(
                 "Ratio, export p50, int8 weights / float32: {:.2}.",
-                pct(&outcomes[0].export_ms, 0.5) / pct(&outcomes[1].export_ms, 0.5)
+                scoring::pct(&outcomes[0].export_ms, 0.5)
+                    / scoring::pct(&outcomes[1].export_ms, 0.5)
             );
         }
         println!("\nTesseract field accuracy per layout:\n");

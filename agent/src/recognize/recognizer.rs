@@ -133,6 +133,13 @@ impl Recognizer {
         self
     }
 
+    /// Replaces the drift the layout search tolerates past the templates' declared variation
+    /// (`vision::Drift`; the benchmark compares it with none).
+    pub fn with_drift(mut self, drift: vision::Drift) -> Self {
+        self.layouts = self.layouts.with_drift(drift);
+        self
+    }
+
     /// Replaces the decoded-pixel cap.
     pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
         self.max_pixels = max_pixels;
