@@ -159,6 +159,57 @@ pub async fn pending(
     Ok(items)
 }
 
+/// What a reviewer needs around one item: the exam's other fields, and this patient's values of
+/// the same field in earlier exams (a plausibility cue).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Context {
+    /// The record's other fields: name, value, status, by name.
+    pub fields: Vec<(String, Option<String>, String)>,
+    /// Earlier exams of the same patient: exam date, value, status (newest first, at most 5).
+    pub earlier: Vec<(Option<String>, Option<String>, String)>,
+}
+
+/// The [`Context`] of the pending item `(record, field)` (audited as `actor`: it is patient data).
+pub async fn context(
+    client: &Client,
+    actor: &str,
+    record: &str,
+    field: &str,
+) -> Result<Context, tokio_postgres::Error> {
+    let fields = client
+        .query(
+            "SELECT m.field, m.value, m.status FROM measurements m \
+             WHERE m.record_id = $1 AND m.field <> $2 ORDER BY m.field",
+            &[&record, &field],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let earlier = client
+        .query(
+            "SELECT to_char(o.exam_date, 'YYYY-MM-DD'), m.value, m.status \
+             FROM records r JOIN records o ON o.patient_id = r.patient_id AND o.record_id <> r.record_id \
+                 AND o.superseded_by IS NULL AND (o.exam_date < r.exam_date OR r.exam_date IS NULL) \
+             JOIN measurements m ON m.record_id = o.record_id AND m.field = $2 \
+             WHERE r.record_id = $1 AND r.patient_id IS NOT NULL \
+             ORDER BY o.exam_date DESC NULLS LAST LIMIT 5",
+            &[&record, &field],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    audit::append(
+        client,
+        actor,
+        audit::actions::REVIEW_READ,
+        serde_json::json!({"record": record, "field": field, "context": true}),
+    )
+    .await?;
+    Ok(Context { fields, earlier })
+}
+
 /// What a decision did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Resolved {

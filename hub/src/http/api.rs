@@ -177,6 +177,14 @@ pub struct DeviceRow {
     pub(crate) records: i64,
     /// Records the hub answered `deferred` and has not stored yet.
     pub(crate) deferred: i64,
+    /// Exports the agent quarantined (its rejection notices).
+    pub(crate) quarantined: i64,
+    /// The latest quarantine: file and reason.
+    pub(crate) last_quarantine: Option<String>,
+    /// Review items of this device's records still pending.
+    pub(crate) review_pending: i64,
+    /// Messages from this device the hub kept as rejects.
+    pub(crate) rejects: i64,
 }
 
 /// The fleet, as the API and the page show it.
@@ -189,7 +197,13 @@ pub async fn fleet(s: &HttpState) -> Result<Vec<DeviceRow>, HttpError> {
                     d.online AND d.last_seen_at > now() - make_interval(secs => $1), \
                     d.backlog, d.agent_version, d.last_error, \
                     (SELECT count(*) FROM records r WHERE r.device_id = d.device_id), \
-                    (SELECT count(*) FROM deferrals x WHERE x.device_id = d.device_id) \
+                    (SELECT count(*) FROM deferrals x WHERE x.device_id = d.device_id), \
+                    (SELECT count(*) FROM device_rejections q WHERE q.device_id = d.device_id), \
+                    (SELECT q.source_file || ': ' || q.code || ': ' || q.reason FROM device_rejections q \
+                     WHERE q.device_id = d.device_id ORDER BY q.at DESC LIMIT 1), \
+                    (SELECT count(*) FROM review_queue v JOIN records r USING (record_id) \
+                     WHERE r.device_id = d.device_id AND v.resolved_at IS NULL), \
+                    (SELECT count(*) FROM rejects j WHERE j.device_id = d.device_id) \
              FROM devices d ORDER BY d.device_id",
             &[&window],
         )
@@ -207,6 +221,10 @@ pub async fn fleet(s: &HttpState) -> Result<Vec<DeviceRow>, HttpError> {
             last_error: r.get(7),
             records: r.get(8),
             deferred: r.get(9),
+            quarantined: r.get(10),
+            last_quarantine: r.get(11),
+            review_pending: r.get(12),
+            rejects: r.get(13),
         })
         .collect())
 }

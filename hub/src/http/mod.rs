@@ -16,6 +16,8 @@
 //! | `GET /login`, `POST /login` | anyone | login form; sets the session cookie |
 //! | `POST /logout` | page session + CSRF | ends the session |
 //! | `GET /` | reader | the fleet as a plain HTML page |
+//! | `GET /review?skip=` | reviewer | the review station: one pending item, keyboard first (audited) |
+//! | `POST /review` | page session + CSRF, reviewer | form `record_id`, `field`, `action=value\|absent\|escalate`, `value`, `skip` → `303` to the next item; `400` with the page and the reason |
 //!
 //! Without a valid session: `401` (`WWW-Authenticate: Bearer`). With a role that may not:
 //! `403`. A page session's changes (every POST but the login) need its CSRF token, as the
@@ -26,10 +28,12 @@
 //! - [`session`]: who is asking: bearer token or cookie, roles, CSRF; login and logout.
 //! - [`api`]: the JSON API.
 //! - [`pages`]: the HTML pages.
+//! - [`review_page`]: the review station page.
 //! - [`serve`]: the accept loop: per-address connection cap, TLS, header timeout.
 
 pub mod api;
 pub mod pages;
+pub mod review_page;
 pub mod router;
 pub mod serve;
 pub mod session;

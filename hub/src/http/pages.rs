@@ -25,15 +25,19 @@ pub async fn fleet_page(State(s): State<HttpState>, a: Authed) -> Result<Html<St
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>examlink hub</title>\
          <style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}\
-         .off{color:#999}</style></head><body><h1>examlink hub</h1>",
+         .off{color:#999}.warn{background:#fdd}</style></head><body><h1>examlink hub</h1>",
     );
     let online = fleet.iter().filter(|d| d.online).count();
     html += &format!("<p>{} devices, {online} online.</p><table><tr><th>device</th><th>type</th>\
-        <th>online</th><th>last seen</th><th>backlog</th><th>records</th><th>deferred</th><th>agent</th><th>last error</th></tr>", fleet.len());
+        <th>online</th><th>last seen</th><th>backlog</th><th>records</th><th>deferred</th><th>quarantined</th>\
+        <th>to review</th><th>rejects</th><th>agent</th><th>last error</th><th>last quarantined</th></tr>", fleet.len());
     for d in &fleet {
         html += &format!(
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if d.online { "on" } else { "off" },
+            // A device whose exports keep being refused, or whose hub keeps rejects, stands out.
+            if d.quarantined > 0 || d.rejects > 0 || d.last_error.is_some() { " warn" } else { "" },
             escape(&d.device_id),
             escape(&d.device_type),
             if d.revoked { "revoked" } else if d.online { "yes" } else { "no" },
@@ -41,11 +45,18 @@ pub async fn fleet_page(State(s): State<HttpState>, a: Authed) -> Result<Html<St
             d.backlog.map(|b| b.to_string()).unwrap_or_default(),
             d.records,
             d.deferred,
+            d.quarantined,
+            d.review_pending,
+            d.rejects,
             escape(d.agent_version.as_deref().unwrap_or("")),
             escape(d.last_error.as_deref().unwrap_or("")),
+            escape(d.last_quarantine.as_deref().unwrap_or("")),
         );
     }
     html.push_str("</table>");
+    if who.may(Permission::ResolveReviews) {
+        html += "<p><a id=\"review\" href=\"/review\">Review station</a></p>";
+    }
     html += &format!(
         "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          {} ({}) <button>Log out</button></form></body></html>",

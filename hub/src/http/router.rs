@@ -11,7 +11,7 @@ use axum::Router;
 use crate::load::Db;
 use crate::users::Logins;
 
-use super::{api, pages, session};
+use super::{api, pages, review_page, session};
 
 /// A request that failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +98,10 @@ pub fn router(state: HttpState) -> Router {
         )
         .route("/login", get(pages::login_form).post(session::page_login))
         .route("/logout", post(session::page_logout))
+        .route(
+            "/review",
+            get(review_page::review_page).post(review_page::review_decide),
+        )
         .route("/", get(pages::fleet_page))
         .with_state(state)
 }

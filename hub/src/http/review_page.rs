@@ -1,0 +1,267 @@
+//! The review station page (#13): one flagged field at a time, in clinical order, keyboard
+//! first. Server-rendered HTML and a few lines of inline script; no build step.
+//!
+//! - `GET /review` shows the first pending item (`?skip=N`: the N+1-th): the field's crop, large;
+//!   what the reader read, its confidence and the reason for the flag; device, template and
+//!   firmware; the exam's other fields; this patient's earlier values of the same field.
+//! - Keys: type the value as the export prints it and press **Enter**; **Tab** skips to the next
+//!   item; **Alt+A** absent on the export; **Alt+E** cannot tell, escalate.
+//! - `POST /review` applies the decision through [`crate::review::resolve`] (the same grammar,
+//!   range and rule checks as the agent's; audited) and goes on to the next item at once; a value
+//!   that fails its checks comes back in place with the reason.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use crate::review::{self, Context, Decision, Item, ReviewError};
+use crate::users::Permission;
+
+use super::pages::escape;
+use super::router::{HttpError, HttpState};
+use super::session::Authed;
+
+/// `GET /review` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Items to pass over (Tab).
+    #[serde(default)]
+    skip: i64,
+}
+
+/// `POST /review` form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageDecision {
+    record_id: String,
+    field: String,
+    #[serde(default)]
+    value: String,
+    /// `value` (Enter), `absent` or `escalate`.
+    action: String,
+    csrf: String,
+    #[serde(default)]
+    skip: i64,
+}
+
+/// The item at position `skip` of the queue, with its context and the queue's length.
+async fn item_at(
+    s: &HttpState,
+    actor: &str,
+    skip: i64,
+) -> Result<(Option<(Item, Context)>, usize), HttpError> {
+    let client = s.db.client().await?;
+    let skip = skip.clamp(0, 999);
+    let items = review::pending(&client, actor, skip + 1).await?;
+    let n = items.len();
+    let Some(item) = items.into_iter().nth(skip as usize) else {
+        return Ok((None, n));
+    };
+    let context = review::context(&client, actor, &item.record_id, &item.field).await?;
+    Ok((Some((item, context)), n))
+}
+
+/// `GET /review` (reviewer).
+pub async fn review_page(
+    State(s): State<HttpState>,
+    a: Authed,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, HttpError> {
+    let who = a.require(Permission::ResolveReviews)?;
+    let (item, _) = item_at(&s, &who.user, q.skip).await?;
+    Ok(Html(render(
+        &who.user,
+        &who.csrf,
+        q.skip,
+        item.as_ref(),
+        None,
+        "",
+    )))
+}
+
+/// `POST /review` (reviewer): one decision, then the next item (303), or the same item with the
+/// reason (400) when the value fails its checks.
+pub async fn review_decide(
+    State(s): State<HttpState>,
+    a: Authed,
+    headers: HeaderMap,
+    Form(f): Form<PageDecision>,
+) -> Result<Response, HttpError> {
+    let who = a.require_change(Permission::ResolveReviews, &headers, Some(&f.csrf))?;
+    let decision = match f.action.as_str() {
+        "value" if f.value.trim().is_empty() => {
+            return Err(HttpError::BadRequest(
+                "type the value as the export prints it, or Alt+A (absent) / Alt+E (escalate)"
+                    .into(),
+            ))
+        }
+        "value" => Decision::Value(f.value.trim().to_owned()),
+        "absent" => Decision::Absent,
+        "escalate" => Decision::Escalate,
+        other => {
+            return Err(HttpError::BadRequest(format!(
+                "action {other:?}: use value, absent or escalate"
+            )))
+        }
+    };
+    let client = s.db.client().await?;
+    let outcome = review::resolve(
+        &client,
+        &s.catalog,
+        &who.user,
+        &f.record_id,
+        &f.field,
+        &decision,
+    )
+    .await;
+    drop(client);
+    // An escalated item stays pending in place: the next one is one further on.
+    let next = f.skip + i64::from(decision == Decision::Escalate);
+    match outcome {
+        Ok(_) | Err(ReviewError::NotPending { .. }) => Ok((
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, format!("/review?skip={next}"))],
+        )
+            .into_response()),
+        Err(ReviewError::Db(e)) => Err(HttpError::Db(e)),
+        Err(e) => {
+            let (item, _) = item_at(&s, &who.user, f.skip).await?;
+            let page = render(
+                &who.user,
+                &who.csrf,
+                f.skip,
+                item.as_ref(),
+                Some(&e.to_string()),
+                &f.value,
+            );
+            Ok((StatusCode::BAD_REQUEST, Html(page)).into_response())
+        }
+    }
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;max-width:60em}\
+    .crop{height:110px;image-rendering:pixelated;border:1px solid #888;background:#fff}\
+    .read{font-size:1.4em;font-family:monospace}.err{color:#b00;font-weight:bold}\
+    input[name=value]{font-size:1.6em;font-family:monospace;width:12em}\
+    td,th{padding:1px 10px;text-align:left}.muted{color:#777}kbd{border:1px solid #999;padding:0 3px}";
+
+/// Tab (with nothing typed, or always) skips; the accesskeys give Alt+A and Alt+E.
+const SCRIPT: &str = "document.addEventListener('DOMContentLoaded',()=>{\
+    const v=document.querySelector('input[name=value]');if(!v)return;v.focus();\
+    v.addEventListener('keydown',e=>{if(e.key==='Tab'){e.preventDefault();\
+    location.href=document.getElementById('skip').href;}});});";
+
+fn render(
+    user: &str,
+    csrf: &str,
+    skip: i64,
+    item: Option<&(Item, Context)>,
+    error: Option<&str>,
+    typed: &str,
+) -> String {
+    let mut h = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>examlink review</title>\
+         <style>{STYLE}</style><script>{SCRIPT}</script></head><body>\
+         <p class=\"muted\"><a href=\"/\">fleet</a> · review station · {} </p>",
+        escape(user)
+    );
+    let Some((it, ctx)) = item else {
+        h += "<h1 id=\"empty\">Nothing to review</h1><p>Every flagged field is resolved";
+        if skip > 0 {
+            h += " or skipped: <a href=\"/review\">start again from the first</a>";
+        }
+        h += ".</p></body></html>";
+        return h;
+    };
+    h += &format!(
+        "<h1 id=\"item\">{field}</h1><p>{status}{reason}</p>",
+        field = escape(&it.field),
+        status = escape(&it.status),
+        reason = it
+            .reason
+            .as_deref()
+            .map(|r| format!(": {}", escape(r)))
+            .unwrap_or_default(),
+    );
+    match &it.crop_png_base64 {
+        Some(png) => {
+            h += &format!(
+                "<p><img class=\"crop\" alt=\"the field as exported\" src=\"data:image/png;base64,{png}\"></p>"
+            )
+        }
+        None => h += "<p class=\"muted\">(no crop was sent for this field)</p>",
+    }
+    h += &format!(
+        "<p>The reader read <span class=\"read\" id=\"read\">{}</span> (confidence {}).</p>",
+        escape(it.raw.as_deref().unwrap_or("nothing")),
+        it.confidence
+            .map(|c| format!("{c:.2}"))
+            .unwrap_or_else(|| "n/a".into()),
+    );
+    if let Some(e) = error {
+        h += &format!("<p class=\"err\" id=\"error\">{}</p>", escape(e));
+    }
+    let hidden = |name: &str, value: &str| {
+        format!(
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            escape(value)
+        )
+    };
+    let fields = [
+        hidden("record_id", &it.record_id),
+        hidden("field", &it.field),
+        hidden("csrf", csrf),
+        hidden("skip", &skip.to_string()),
+    ]
+    .concat();
+    h += &format!(
+        "<form method=\"post\" action=\"/review\">{fields}\
+         <input name=\"value\" autocomplete=\"off\" spellcheck=\"false\" value=\"{typed}\" \
+         aria-label=\"value as the export prints it\"> \
+         <button name=\"action\" value=\"value\">Accept <kbd>Enter</kbd></button> \
+         <button name=\"action\" value=\"absent\" accesskey=\"a\">Absent <kbd>Alt+A</kbd></button> \
+         <button name=\"action\" value=\"escalate\" accesskey=\"e\">Cannot tell <kbd>Alt+E</kbd></button> \
+         <a id=\"skip\" href=\"/review?skip={next}\">Skip <kbd>Tab</kbd></a></form>",
+        typed = escape(typed),
+        next = skip + 1,
+    );
+    h += &format!(
+        "<p>Device {} · template {} · firmware {} · patient {} · exam {}{}</p>",
+        escape(&it.device_id),
+        escape(&it.template),
+        escape(&it.firmware),
+        escape(it.patient_id.as_deref().unwrap_or("unknown")),
+        escape(it.exam_date.as_deref().unwrap_or("unknown")),
+        if it.escalated {
+            " · <b>escalated before</b>"
+        } else {
+            ""
+        },
+    );
+    if !ctx.earlier.is_empty() {
+        h += "<h2>This patient's earlier exams</h2><table><tr><th>exam</th><th>value</th><th>status</th></tr>";
+        for (date, value, status) in &ctx.earlier {
+            h += &format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(date.as_deref().unwrap_or("")),
+                escape(value.as_deref().unwrap_or("")),
+                escape(status)
+            );
+        }
+        h += "</table>";
+    }
+    h += "<h2>The exam's other fields</h2><table><tr><th>field</th><th>value</th><th>status</th></tr>";
+    for (name, value, status) in &ctx.fields {
+        h += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            escape(value.as_deref().unwrap_or("")),
+            escape(status)
+        );
+    }
+    h += "</table></body></html>";
+    h
+}

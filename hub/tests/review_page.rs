@@ -1,0 +1,260 @@
+//! The review station in a real browser (#13): headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, installed by `scripts/setup`) driven over WebDriver, against a hub started
+//! in-process with TLS, PostgreSQL and its embedded broker. A device publishes a record whose
+//! `patient_id`, `pd` and `r_cyl` the reader could not read; a reviewer logs in and clears the
+//! three items with the keyboard alone (Tab skips, a wrong value is refused in place, Enter
+//! accepts), and the database then holds the values, statuses, revisions and audit rows.
+//!
+//! `EXAMLINK_SCREENSHOTS=DIR` also writes the page's screenshots there (`review-item.png`,
+//! `review-empty.png`; the README's come from this test).
+
+mod util;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hub::config::BrokerMode;
+use hub::testkit;
+use hub::users::UserRole;
+use record::{DeviceId, FieldStatus, ReceiptOutcome};
+use util::{device, TestHub, TestSchema};
+
+/// chromedriver, stopped when dropped.
+struct Driver(Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _killed = self.0.kill();
+        let _reaped = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn chromedriver() -> Driver {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver runs (scripts/setup installs Debian's chromium-driver)");
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "chromedriver did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Driver(child, port)
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let caps = serde_json::json!({
+        "acceptInsecureCerts": true,
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1000,900"],
+        },
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("WebDriver session")
+}
+
+/// The text of the element `css`, or `None` when the page has none (or is being replaced: the
+/// element found may be gone before its text is read).
+async fn text(c: &Client, css: &str) -> Option<String> {
+    let e = c.find(Locator::Css(css)).await.ok()?;
+    e.text().await.ok()
+}
+
+/// Types `keys` into the focused element (the page focuses the value box on load).
+async fn type_keys(c: &Client, keys: &str) {
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(keys)
+        .await
+        .unwrap();
+}
+
+/// Waits until the page shows `css` (a new page after a key press).
+async fn wait_for(c: &Client, css: &str, what: &str) {
+    let t0 = Instant::now();
+    while c.find(Locator::Css(css)).await.is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "waiting for {what}: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the element `css` reads `want` (the next page has loaded).
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    let t0 = Instant::now();
+    while text(c, css).await.as_deref() != Some(want) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "waiting for {css} = {want}: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn shot(c: &Client, name: &str) {
+    if let Some(dir) = std::env::var_os("EXAMLINK_SCREENSHOTS") {
+        let png = c.screenshot().await.unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+    }
+}
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() {
+    let schema = TestSchema::new("reviewpage");
+    schema.migrate().await;
+    let pw_dev = schema.add_device("autoref-07", "autoref").await;
+    let vera = schema.add_user("vera", UserRole::Reviewer).await;
+    let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let mut d = device(&hub, "autoref-07", &pw_dev).await;
+    // patient_id (field 0), r_cyl (4) and pd (17) unreadable, with what the reader read.
+    let mut r = testkit::record(&DeviceId::new("autoref-07").unwrap(), 5);
+    let mut truth = Vec::new();
+    for i in [0, 4, 17] {
+        let f = &mut r.fields[i];
+        truth.push((f.name.clone(), f.value.clone().unwrap()));
+        f.status = FieldStatus::Unreadable;
+        f.raw = f.value.take();
+        f.number = None;
+        f.reason = Some("low confidence".into());
+    }
+    r.patient_id = None;
+    d.publish_record(&r).await;
+    assert_eq!(d.receipt().await.outcome, ReceiptOutcome::Stored);
+    let id = r.record_id.as_str().to_owned();
+    let value_of = |field: &str| {
+        truth
+            .iter()
+            .find(|(n, _)| n == field)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no item for {field}"))
+    };
+
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    let base = format!("https://localhost:{}", hub.http.unwrap().port());
+    // Log in with the keyboard: the name, Tab, the password, Enter.
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Css("input[name=name]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    type_keys(&c, &format!("vera\u{E004}{vera}\u{E007}")).await;
+    wait_for(&c, "#review", "the fleet page with the review link").await;
+    c.goto(&format!("{base}/review")).await.unwrap();
+    // Identity first.
+    wait_text(&c, "#item", "patient_id").await;
+    shot(&c, "review-item.png").await;
+    // Tab skips to the next item (pd, then r_cyl: same priority, by name).
+    type_keys(&c, "\u{E004}").await;
+    wait_text(&c, "#item", "pd").await;
+    // A value out of range is refused in place, with the reason; nothing changes.
+    type_keys(&c, "95\u{E007}").await;
+    wait_for(&c, "#error", "the reason").await;
+    assert!(text(&c, "#error").await.unwrap().contains("pd"));
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM review_queue WHERE resolved_at IS NOT NULL")
+            .await,
+        0
+    );
+    // Clear the box (Ctrl+A, Backspace), type the right value, Enter: the next item comes.
+    type_keys(
+        &c,
+        &format!("\u{E009}a\u{E009}\u{E003}{}\u{E007}", value_of("pd")),
+    )
+    .await;
+    wait_text(&c, "#item", "r_cyl").await;
+    type_keys(&c, &format!("{}\u{E007}", value_of("r_cyl"))).await;
+    // Past the end of the queue (patient_id was skipped): start again from the first.
+    wait_for(&c, "#empty", "the end of the queue").await;
+    c.goto(&format!("{base}/review")).await.unwrap();
+    wait_text(&c, "#item", "patient_id").await;
+    type_keys(&c, &format!("{}\u{E007}", value_of("patient_id"))).await;
+    wait_for(&c, "#empty", "an empty queue").await;
+    shot(&c, "review-empty.png").await;
+    c.close().await.unwrap();
+
+    // The database: values, statuses, revisions, audit rows, the patient found.
+    let db = schema.client().await;
+    for (field, want) in &truth {
+        let row = db
+            .query_one(
+                "SELECT value, status, reviewed_by FROM measurements WHERE record_id = $1 AND field = $2",
+                &[&id, field],
+            )
+            .await
+            .unwrap();
+        let (value, status, by): (Option<String>, String, Option<String>) =
+            (row.get(0), row.get(1), row.get(2));
+        assert_eq!(value.as_deref(), Some(want.as_str()), "{field}");
+        assert_eq!(status, "verified", "{field}: the reader's guess was right");
+        assert_eq!(by.as_deref(), Some("vera"), "{field}");
+    }
+    let row = db
+        .query_one(
+            "SELECT revision, patient_id, review_count FROM records WHERE record_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let (revision, patient, left): (i32, Option<String>, i32) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(revision, 4, "one revision per decision");
+    assert_eq!(patient.as_deref(), Some(value_of("patient_id").as_str()));
+    assert_eq!(left, 0);
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM measurement_history WHERE record_id IS NOT NULL")
+            .await,
+        3,
+        "the reader's values are kept"
+    );
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM audit WHERE actor = 'vera' AND action = 'review.resolve'")
+            .await,
+        3
+    );
+    assert!(
+        schema
+            .count("SELECT count(*) FROM audit WHERE actor = 'vera' AND action = 'review.read'")
+            .await
+            >= 5,
+        "every page that showed an item is audited"
+    );
+    drop(driver);
+    hub.stop().await;
+}
