@@ -43,6 +43,8 @@ pub mod actions {
     pub const REVIEW_READ: &str = "review.read";
     /// A review item resolved or escalated (detail: record, field, before, after, decision).
     pub const REVIEW_RESOLVE: &str = "review.resolve";
+    /// A blind entry for a double-keyed field (detail: record, field, value).
+    pub const REVIEW_KEY: &str = "review.key";
     /// Rejects listed or shown (detail: filter, count); a reject's payload is patient data.
     pub const REJECTS_READ: &str = "rejects.read";
     /// Rejects replayed (detail: filter and the outcomes' counts).

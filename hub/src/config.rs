@@ -70,6 +70,8 @@ pub struct HubConfig {
     pub load: LoadConfig,
     /// HTTP status and query API.
     pub http: HttpConfig,
+    /// The review station.
+    pub review: crate::review::ReviewConfig,
     /// TLS of the device listener and HTTP.
     pub tls: crate::tls::TlsConfig,
     /// Limits on unauthenticated clients.

@@ -331,6 +331,7 @@ impl Hub {
                 tls: acceptor.is_some(),
                 stages: sup.health(),
                 catalog: catalog.clone(),
+                review: Arc::new(c.review.clone()),
             };
             let app = http::router(state);
             let header_timeout = Duration::from_millis(c.http.header_timeout_ms);

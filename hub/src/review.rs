@@ -37,6 +37,24 @@ pub const PRIORITY: &str = "CASE \
     WHEN q.field ~ '(^|_)(k1|k2|km|kmax|al|acd|cct|iop|iopc|apex_pachy|thinnest_pachy|lt)$' THEN 1 \
     ELSE 2 END";
 
+/// `[review]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewConfig {
+    /// Fields keyed blind by two reviewers (exact names, or `*_suffix`).
+    pub double_key: Vec<String>,
+}
+
+impl ReviewConfig {
+    /// Whether `field` is keyed blind by two reviewers.
+    pub fn double_keyed(&self, field: &str) -> bool {
+        self.double_key.iter().any(|p| match p.strip_prefix('*') {
+            Some(suffix) => field.ends_with(suffix),
+            None => p == field,
+        })
+    }
+}
+
 /// What a reviewer decided for one item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -51,6 +69,14 @@ pub enum Decision {
 /// Why a decision was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
+    /// This reviewer already keyed this double-keyed item.
+    #[error("you already keyed {field} of record {record}: another reviewer keys it too")]
+    AlreadyKeyed {
+        /// Record.
+        record: String,
+        /// Field.
+        field: String,
+    },
     /// No pending item for that record and field.
     #[error("no pending review item for record {record} field {field}")]
     NotPending {
@@ -104,49 +130,72 @@ pub struct Item {
     pub crop_png_base64: Option<String>,
     /// Escalated by someone before.
     pub escalated: bool,
+    /// Keyed blind by two reviewers: the reader's guess (`raw`, `confidence`) is withheld.
+    pub blind: bool,
+    /// Blind entries made so far (by others: an item a reviewer keyed leaves their queue).
+    pub entries: i64,
     /// When it was queued.
     pub queued_at: DateTime<Utc>,
 }
 
-/// Up to `limit` pending items, in clinical order (audited as `actor`).
+/// Up to `limit` pending items after the first `offset`, in clinical order, leaving out those
+/// `actor` keyed blind already (audited as `actor`).
 pub async fn pending(
     client: &Client,
+    config: &ReviewConfig,
     actor: &str,
     limit: i64,
+    offset: i64,
 ) -> Result<Vec<Item>, tokio_postgres::Error> {
     let rows = client
         .query(
             &format!(
-                "SELECT q.record_id, q.field, q.status, q.raw, q.reason, m.confidence, r.device_id, \
+                // The page of queue rows first (the priority index, no join), then the rest
+                // of each item for those rows only.
+                "WITH page AS ( \
+                     SELECT q.record_id, q.field FROM review_queue q \
+                     WHERE q.resolved_at IS NULL \
+                       AND NOT EXISTS (SELECT 1 FROM records x \
+                           WHERE x.record_id = q.record_id AND x.superseded_by IS NOT NULL) \
+                       AND NOT EXISTS (SELECT 1 FROM review_entries e \
+                           WHERE e.record_id = q.record_id AND e.field = q.field AND e.reviewer = $2) \
+                     ORDER BY {PRIORITY}, q.queued_at, q.record_id, q.field LIMIT $1 OFFSET $3) \
+                 SELECT q.record_id, q.field, q.status, q.raw, q.reason, m.confidence, r.device_id, \
                         r.template || ' v' || r.template_version, r.firmware, r.patient_id, \
-                        to_char(r.exam_date, 'YYYY-MM-DD'), q.crop_png, q.decision = 'escalate', q.queued_at \
-                 FROM review_queue q JOIN records r USING (record_id) \
+                        to_char(r.exam_date, 'YYYY-MM-DD'), q.crop_png, q.decision = 'escalate', q.queued_at, \
+                        (SELECT count(*) FROM review_entries e WHERE e.record_id = q.record_id AND e.field = q.field) \
+                 FROM page JOIN review_queue q USING (record_id, field) JOIN records r USING (record_id) \
                  LEFT JOIN measurements m ON m.record_id = q.record_id AND m.field = q.field \
-                 WHERE q.resolved_at IS NULL AND r.superseded_by IS NULL \
-                 ORDER BY {PRIORITY}, q.queued_at, q.record_id, q.field LIMIT $1"
+                 ORDER BY {PRIORITY}, q.queued_at, q.record_id, q.field"
             ),
-            &[&limit.clamp(1, 1000)],
+            &[&limit.clamp(1, 1000), &actor, &offset.max(0)],
         )
         .await?;
     let items: Vec<Item> = rows
         .iter()
-        .map(|r| Item {
-            record_id: r.get(0),
-            field: r.get(1),
-            status: r.get(2),
-            raw: r.get(3),
-            reason: r.get(4),
-            confidence: r.get(5),
-            device_id: r.get(6),
-            template: r.get(7),
-            firmware: r.get(8),
-            patient_id: r.get(9),
-            exam_date: r.get(10),
-            crop_png_base64: r
-                .get::<_, Option<Vec<u8>>>(11)
-                .map(|png| base64::engine::general_purpose::STANDARD.encode(png)),
-            escalated: r.get::<_, Option<bool>>(12).unwrap_or(false),
-            queued_at: r.get(13),
+        .map(|r| {
+            let field: String = r.get(1);
+            let blind = config.double_keyed(&field);
+            Item {
+                record_id: r.get(0),
+                field,
+                status: r.get(2),
+                raw: if blind { None } else { r.get(3) },
+                reason: r.get(4),
+                confidence: if blind { None } else { r.get(5) },
+                device_id: r.get(6),
+                template: r.get(7),
+                firmware: r.get(8),
+                patient_id: r.get(9),
+                exam_date: r.get(10),
+                crop_png_base64: r
+                    .get::<_, Option<Vec<u8>>>(11)
+                    .map(|png| base64::engine::general_purpose::STANDARD.encode(png)),
+                escalated: r.get::<_, Option<bool>>(12).unwrap_or(false),
+                queued_at: r.get(13),
+                blind,
+                entries: r.get(14),
+            }
         })
         .collect();
     audit::append(
@@ -270,6 +319,7 @@ SELECT (SELECT revision FROM records WHERE record_id = $1 AND EXISTS (SELECT 1 F
 pub async fn resolve(
     client: &Client,
     catalog: &Arc<Catalog>,
+    config: &ReviewConfig,
     actor: &str,
     record: &str,
     field: &str,
@@ -361,7 +411,110 @@ pub async fn resolve(
         .as_deref()
         .filter(|_| field == "exam_date")
         .and_then(|v| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok());
+    if config.double_keyed(field) {
+        match key_blind(client, actor, record, field, &value).await? {
+            Keyed::Decided => {}
+            Keyed::Waiting(status) => {
+                let revision: i32 = client
+                    .query_one(
+                        "SELECT revision FROM records WHERE record_id = $1",
+                        &[&record],
+                    )
+                    .await?
+                    .get(0);
+                return Ok(Resolved {
+                    revision,
+                    status: status.into(),
+                    value: None,
+                });
+            }
+            Keyed::NoMajority => {
+                return Box::pin(resolve(
+                    client,
+                    catalog,
+                    config,
+                    actor,
+                    record,
+                    field,
+                    &Decision::Escalate,
+                ))
+                .await;
+            }
+        }
+    }
     apply(client, actor, record, field, value, number, status, date).await
+}
+
+/// Where a blind entry leaves its item.
+enum Keyed {
+    /// The entries agree with this one: apply it.
+    Decided,
+    /// More entries are needed (`awaiting_second_key`, `mismatch_awaiting_third_key`).
+    Waiting(&'static str),
+    /// Three or more entries and this one agrees with none: escalate.
+    NoMajority,
+}
+
+/// Records `actor`'s blind entry `value` (normalised; `None` = absent) for `(record, field)`
+/// and decides: a second entry equal to the first, or a later one equal to any earlier one,
+/// settles the item.
+async fn key_blind(
+    client: &Client,
+    actor: &str,
+    record: &str,
+    field: &str,
+    value: &Option<String>,
+) -> Result<Keyed, ReviewError> {
+    let inserted = client
+        .execute(
+            "INSERT INTO review_entries (record_id, field, reviewer, value) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM review_queue \
+                 WHERE record_id = $1 AND field = $2 AND resolved_at IS NULL) \
+             ON CONFLICT (record_id, field, reviewer) DO NOTHING",
+            &[&record, &field, &actor, value],
+        )
+        .await?;
+    if inserted == 0 {
+        let keyed = client
+            .query_opt(
+                "SELECT 1 FROM review_entries WHERE record_id = $1 AND field = $2 AND reviewer = $3",
+                &[&record, &field, &actor],
+            )
+            .await?;
+        return Err(match keyed {
+            Some(_) => ReviewError::AlreadyKeyed {
+                record: record.to_owned(),
+                field: field.to_owned(),
+            },
+            None => ReviewError::NotPending {
+                record: record.to_owned(),
+                field: field.to_owned(),
+            },
+        });
+    }
+    audit::append(
+        client,
+        actor,
+        audit::actions::REVIEW_KEY,
+        serde_json::json!({"record": record, "field": field, "value": value}),
+    )
+    .await?;
+    let earlier: Vec<Option<String>> = client
+        .query(
+            "SELECT value FROM review_entries WHERE record_id = $1 AND field = $2 AND reviewer <> $3 \
+             ORDER BY entered_at, reviewer",
+            &[&record, &field, &actor],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(match earlier.len() {
+        0 => Keyed::Waiting("awaiting_second_key"),
+        _ if earlier.contains(value) => Keyed::Decided,
+        1 => Keyed::Waiting("mismatch_awaiting_third_key"),
+        _ => Keyed::NoMajority,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -401,5 +554,25 @@ async fn apply(
             record: record.to_owned(),
             field: field.to_owned(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn double_keyed_fields_match_by_name_or_suffix() {
+        let c = ReviewConfig {
+            double_key: vec!["patient_id".into(), "*_k1".into()],
+        };
+        assert!(c.double_keyed("patient_id"));
+        assert!(c.double_keyed("r_k1") && c.double_keyed("l_k1"));
+        assert!(!c.double_keyed("k1") && !c.double_keyed("r_k1_axis") && !c.double_keyed("pd"));
+        let default = crate::config::HubConfig::default().review;
+        for f in ["patient_id", "al", "r_al", "k1", "k2", "l_k2"] {
+            assert!(default.double_keyed(f), "{f}");
+        }
+        assert!(!default.double_keyed("exam_date"));
     }
 }

@@ -3,7 +3,18 @@
 //! in-process with TLS, PostgreSQL and its embedded broker. A device publishes a record whose
 //! `patient_id`, `pd` and `r_cyl` the reader could not read; a reviewer logs in and clears the
 //! three items with the keyboard alone (Tab skips, a wrong value is refused in place, Enter
-//! accepts), and the database then holds the values, statuses, revisions and audit rows.
+//! accepts). `patient_id` is double-keyed: her entry is blind (the reader's guess hidden) and
+//! waits; a second reviewer's different entry is a mismatch, and a third reviewer's entry,
+//! equal to hers, resolves it. The database then holds the values, statuses, revisions, blind
+//! entries and audit rows.
+//!
+//! The page benchmark (`--ignored`, in `scripts/bench`): `GET /review` with 10,002 items queued,
+//! p50/p95/p99 over 200 requests, next to `GET /healthz` (the same TLS request with no work) in
+//! the same run:
+//!
+//! ```text
+//! cargo test -p hub --release --test review_page -- --ignored --nocapture
+//! ```
 //!
 //! `EXAMLINK_SCREENSHOTS=DIR` also writes the page's screenshots there (`review-item.png`,
 //! `review-empty.png`; the README's come from this test).
@@ -19,6 +30,22 @@ use hub::testkit;
 use hub::users::UserRole;
 use record::{DeviceId, FieldStatus, ReceiptOutcome};
 use util::{device, TestHub, TestSchema};
+
+/// A record of device `d` (number `n`) whose `patient_id`, `r_cyl` and `pd` were unreadable.
+fn flagged(d: &DeviceId, n: u64) -> (record::Record, Vec<(String, String)>) {
+    let mut r = testkit::record(d, n);
+    let mut truth = Vec::new();
+    for i in [0, 4, 17] {
+        let f = &mut r.fields[i];
+        truth.push((f.name.clone(), f.value.clone().unwrap()));
+        f.status = FieldStatus::Unreadable;
+        f.raw = f.value.take();
+        f.number = None;
+        f.reason = Some("low confidence".into());
+    }
+    r.patient_id = None;
+    (r, truth)
+}
 
 /// chromedriver, stopped when dropped.
 struct Driver(Child, u16);
@@ -135,20 +162,12 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     schema.migrate().await;
     let pw_dev = schema.add_device("autoref-07", "autoref").await;
     let vera = schema.add_user("vera", UserRole::Reviewer).await;
+    let walt = schema.add_user("walt", UserRole::Reviewer).await;
+    let xena = schema.add_user("xena", UserRole::Reviewer).await;
     let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
     let mut d = device(&hub, "autoref-07", &pw_dev).await;
     // patient_id (field 0), r_cyl (4) and pd (17) unreadable, with what the reader read.
-    let mut r = testkit::record(&DeviceId::new("autoref-07").unwrap(), 5);
-    let mut truth = Vec::new();
-    for i in [0, 4, 17] {
-        let f = &mut r.fields[i];
-        truth.push((f.name.clone(), f.value.clone().unwrap()));
-        f.status = FieldStatus::Unreadable;
-        f.raw = f.value.take();
-        f.number = None;
-        f.reason = Some("low confidence".into());
-    }
-    r.patient_id = None;
+    let (r, truth) = flagged(&DeviceId::new("autoref-07").unwrap(), 5);
     d.publish_record(&r).await;
     assert_eq!(d.receipt().await.outcome, ReceiptOutcome::Stored);
     let id = r.record_id.as_str().to_owned();
@@ -174,8 +193,10 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     type_keys(&c, &format!("vera\u{E004}{vera}\u{E007}")).await;
     wait_for(&c, "#review", "the fleet page with the review link").await;
     c.goto(&format!("{base}/review")).await.unwrap();
-    // Identity first.
+    // Identity first, keyed blind: the reader's guess is not on the page.
     wait_text(&c, "#item", "patient_id").await;
+    assert!(text(&c, "#blind").await.is_some());
+    assert_eq!(text(&c, "#read").await, None);
     shot(&c, "review-item.png").await;
     // Tab skips to the next item (pd, then r_cyl: same priority, by name).
     type_keys(&c, "\u{E004}").await;
@@ -203,9 +224,46 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     c.goto(&format!("{base}/review")).await.unwrap();
     wait_text(&c, "#item", "patient_id").await;
     type_keys(&c, &format!("{}\u{E007}", value_of("patient_id"))).await;
+    // Her entry waits for a second key; the item has left her queue.
     wait_for(&c, "#empty", "an empty queue").await;
     shot(&c, "review-empty.png").await;
     c.close().await.unwrap();
+    let pending = "SELECT count(*) FROM review_queue WHERE resolved_at IS NULL";
+    assert_eq!(
+        schema.count(pending).await,
+        1,
+        "patient_id waits for a second key"
+    );
+
+    // A second reviewer keys another chart number: a mismatch, still pending. A third keys
+    // the first one's value: two agree, resolved.
+    let key = |who: &'static str, pw: &str, value: String| {
+        let (hub, pw, id) = (&hub, pw.to_owned(), id.clone());
+        async move {
+            let token = hub.token(who, &pw).await;
+            let auth = format!("Bearer {token}");
+            let body = util::form(&[
+                ("record_id", &id),
+                ("field", "patient_id"),
+                ("value", &value),
+            ]);
+            let headers = [
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Authorization", auth.as_str()),
+            ];
+            hub.request("POST", "/api/review", &headers, &body).await
+        }
+    };
+    let r = key("walt", &walt, "12345678".into()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("mismatch_awaiting_third_key"), "{}", r.body);
+    assert_eq!(schema.count(pending).await, 1);
+    let r = key("walt", &walt, value_of("patient_id")).await;
+    assert_eq!(r.status, 409, "one entry per reviewer: {}", r.body);
+    let r = key("xena", &xena, value_of("patient_id")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"verified\""), "{}", r.body);
+    assert_eq!(schema.count(pending).await, 0);
 
     // The database: values, statuses, revisions, audit rows, the patient found.
     let db = schema.client().await;
@@ -221,7 +279,12 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
             (row.get(0), row.get(1), row.get(2));
         assert_eq!(value.as_deref(), Some(want.as_str()), "{field}");
         assert_eq!(status, "verified", "{field}: the reader's guess was right");
-        assert_eq!(by.as_deref(), Some("vera"), "{field}");
+        let decider = if field == "patient_id" {
+            "xena"
+        } else {
+            "vera"
+        };
+        assert_eq!(by.as_deref(), Some(decider), "{field}");
     }
     let row = db
         .query_one(
@@ -244,7 +307,20 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     );
     assert_eq!(
         schema
-            .count("SELECT count(*) FROM audit WHERE actor = 'vera' AND action = 'review.resolve'")
+            .count("SELECT count(*) FROM audit WHERE action = 'review.resolve'")
+            .await,
+        3
+    );
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM audit WHERE action = 'review.key'")
+            .await,
+        3,
+        "every blind entry is audited (vera, walt, xena)"
+    );
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM review_entries WHERE field = 'patient_id'")
             .await,
         3
     );
@@ -256,5 +332,73 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
         "every page that showed an item is audited"
     );
     drop(driver);
+    hub.stop().await;
+}
+
+fn quantile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p hub --release --test review_page -- --ignored --nocapture"]
+async fn review_page_time_with_ten_thousand_items_queued() {
+    const RECORDS: u64 = 3_334;
+    let schema = TestSchema::new("reviewbench");
+    schema.migrate().await;
+    let pw_dev = schema.add_device("autoref-08", "autoref").await;
+    let vera = schema.add_user("vera", UserRole::Reviewer).await;
+    let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let mut d = device(&hub, "autoref-08", &pw_dev).await;
+    let dev = DeviceId::new("autoref-08").unwrap();
+    for n in 0..RECORDS {
+        d.publish_record(&flagged(&dev, n).0).await;
+    }
+    for _ in 0..RECORDS {
+        d.receipt().await;
+    }
+    let queued = schema
+        .count("SELECT count(*) FROM review_queue WHERE resolved_at IS NULL")
+        .await;
+    assert_eq!(queued, 3 * RECORDS as i64);
+    let token = hub.token("vera", &vera).await;
+    let time = |path: &'static str, auth: bool| {
+        let (hub, token) = (&hub, token.clone());
+        async move {
+            let mut ms = Vec::new();
+            for _ in 0..200 {
+                let t0 = Instant::now();
+                let (status, body) = if auth {
+                    hub.get_as(&token, path).await
+                } else {
+                    hub.get(path).await
+                };
+                ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(status, 200, "{path}: {body}");
+            }
+            ms
+        }
+    };
+    let mut first = time("/review", true).await;
+    let mut deep = time("/review?skip=900", true).await;
+    let mut queue = time("/api/review?limit=1", true).await;
+    let mut floor = time("/healthz", false).await;
+    let (f50, f99) = (quantile(&mut floor, 0.5), quantile(&mut floor, 0.99));
+    for (name, v) in [
+        ("/review", &mut first),
+        ("/review?skip=900", &mut deep),
+        (
+            "/api/review?limit=1 (the queue query alone, JSON)",
+            &mut queue,
+        ),
+    ] {
+        let (p50, p95, p99) = (quantile(v, 0.5), quantile(v, 0.95), quantile(v, 0.99));
+        println!(
+            "review_page {name} with {queued} items queued: p50 {p50:.1} ms p95 {p95:.1} ms p99 {p99:.1} ms; \
+             /healthz (same TLS request, no work) p50 {f50:.1} ms p99 {f99:.1} ms; ratio p50 {:.1}",
+            p50 / f50
+        );
+    }
     hub.stop().await;
 }

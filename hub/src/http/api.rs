@@ -366,7 +366,8 @@ pub async fn review_queue(
 ) -> Result<Json<Vec<crate::review::Item>>, HttpError> {
     let who = a.require(Permission::ResolveReviews)?;
     let client = s.db.client().await?;
-    let items = crate::review::pending(&client, &who.user, q.limit.unwrap_or(50)).await?;
+    let items =
+        crate::review::pending(&client, &s.review, &who.user, q.limit.unwrap_or(50), 0).await?;
     Ok(Json(items))
 }
 
@@ -406,6 +407,7 @@ pub async fn review_resolve(
     match crate::review::resolve(
         &client,
         &s.catalog,
+        &s.review,
         &who.user,
         &f.record_id,
         &f.field,
@@ -415,7 +417,9 @@ pub async fn review_resolve(
     {
         Ok(r) => Ok(Json(r)),
         Err(ReviewError::Db(e)) => Err(HttpError::Db(e)),
-        Err(e @ ReviewError::NotPending { .. }) => Err(HttpError::Conflict(e.to_string())),
+        Err(e @ (ReviewError::NotPending { .. } | ReviewError::AlreadyKeyed { .. })) => {
+            Err(HttpError::Conflict(e.to_string()))
+        }
         Err(e) => Err(HttpError::BadRequest(e.to_string())),
     }
 }

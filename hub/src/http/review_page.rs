@@ -6,6 +6,9 @@
 //!   firmware; the exam's other fields; this patient's earlier values of the same field.
 //! - Keys: type the value as the export prints it and press **Enter**; **Tab** skips to the next
 //!   item; **Alt+A** absent on the export; **Alt+E** cannot tell, escalate.
+//! - A double-keyed field (`[review] double_key`: `patient_id`, axial length, K1/K2) is keyed
+//!   blind: the reader's guess and the other entries are not shown; two equal entries resolve it,
+//!   a mismatch waits for a third reviewer.
 //! - `POST /review` applies the decision through [`crate::review::resolve`] (the same grammar,
 //!   range and rule checks as the agent's; audited) and goes on to the next item at once; a value
 //!   that fails its checks comes back in place with the reason.
@@ -55,9 +58,9 @@ async fn item_at(
 ) -> Result<(Option<(Item, Context)>, usize), HttpError> {
     let client = s.db.client().await?;
     let skip = skip.clamp(0, 999);
-    let items = review::pending(&client, actor, skip + 1).await?;
+    let items = review::pending(&client, &s.review, actor, 1, skip).await?;
     let n = items.len();
-    let Some(item) = items.into_iter().nth(skip as usize) else {
+    let Some(item) = items.into_iter().next() else {
         return Ok((None, n));
     };
     let context = review::context(&client, actor, &item.record_id, &item.field).await?;
@@ -111,6 +114,7 @@ pub async fn review_decide(
     let outcome = review::resolve(
         &client,
         &s.catalog,
+        &s.review,
         &who.user,
         &f.record_id,
         &f.field,
@@ -121,7 +125,7 @@ pub async fn review_decide(
     // An escalated item stays pending in place: the next one is one further on.
     let next = f.skip + i64::from(decision == Decision::Escalate);
     match outcome {
-        Ok(_) | Err(ReviewError::NotPending { .. }) => Ok((
+        Ok(_) | Err(ReviewError::NotPending { .. } | ReviewError::AlreadyKeyed { .. }) => Ok((
             StatusCode::SEE_OTHER,
             [(header::LOCATION, format!("/review?skip={next}"))],
         )
@@ -194,13 +198,21 @@ fn render(
         }
         None => h += "<p class=\"muted\">(no crop was sent for this field)</p>",
     }
-    h += &format!(
-        "<p>The reader read <span class=\"read\" id=\"read\">{}</span> (confidence {}).</p>",
-        escape(it.raw.as_deref().unwrap_or("nothing")),
-        it.confidence
-            .map(|c| format!("{c:.2}"))
-            .unwrap_or_else(|| "n/a".into()),
-    );
+    if it.blind {
+        h += &format!(
+            "<p id=\"blind\"><b>Blind entry</b>: type what the crop shows. This field is keyed by two \
+             reviewers; the reader's guess and the other entries are hidden ({} made so far).</p>",
+            it.entries
+        );
+    } else {
+        h += &format!(
+            "<p>The reader read <span class=\"read\" id=\"read\">{}</span> (confidence {}).</p>",
+            escape(it.raw.as_deref().unwrap_or("nothing")),
+            it.confidence
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+    }
     if let Some(e) = error {
         h += &format!("<p class=\"err\" id=\"error\">{}</p>", escape(e));
     }

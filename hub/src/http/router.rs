@@ -80,6 +80,8 @@ pub struct HttpState {
     pub catalog: Arc<crate::templates::Catalog>,
     /// Which stages ended unexpectedly (`/healthz` fails while any did).
     pub stages: Arc<crate::supervise::StageHealth>,
+    /// Which fields are keyed blind by two reviewers.
+    pub review: Arc<crate::review::ReviewConfig>,
 }
 
 /// The routes.

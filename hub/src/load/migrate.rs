@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "review",
         include_str!("../../migrations/0005_review.sql"),
     ),
+    (
+        6,
+        "double_key",
+        include_str!("../../migrations/0006_double_key.sql"),
+    ),
 ];
 
 /// Creates the schema if needed and applies the missing migrations; returns those applied.
