@@ -182,12 +182,12 @@ impl FirmwareRef {
             .iter()
             .map(|p| Fit::new(p, &img_s, &idx))
             .collect();
-        let Some((plate, fit)) = self
-            .plates
+        let Some((sigma, plate, fit)) = PLATE_BLURS
             .iter()
+            .zip(&self.plates)
             .zip(fits)
-            .filter_map(|(p, f)| f.map(|f| (p, f)))
-            .min_by(|a, b| a.1.relative().total_cmp(&b.1.relative()))
+            .filter_map(|((s, p), f)| f.map(|f| (*s, p, f)))
+            .min_by(|a, b| a.2.relative().total_cmp(&b.2.relative()))
         else {
             return FirmwareCheck::MISMATCH;
         };
@@ -226,6 +226,7 @@ impl FirmwareRef {
             worst: windows[windows.len() - 1] as f32,
             typical: windows[windows.len() / 2] as f32,
             cut_off: false,
+            blur: sigma,
         }
     }
 }
@@ -285,6 +286,9 @@ pub struct FirmwareCheck {
     pub typical: f32,
     /// The string's ink runs past the export's edge: not comparable.
     pub cut_off: bool,
+    /// The extra blur (Gaussian sigma, px) the plate needed to fit the export best: how much
+    /// blurrier than the samples the export is.
+    pub blur: f32,
 }
 
 impl FirmwareCheck {
@@ -293,6 +297,7 @@ impl FirmwareCheck {
         worst: f32::INFINITY,
         typical: f32::INFINITY,
         cut_off: false,
+        blur: f32::NAN,
     };
 
     /// What a string cut off at the export's edge scores.
@@ -300,6 +305,7 @@ impl FirmwareCheck {
         worst: f32::INFINITY,
         typical: f32::INFINITY,
         cut_off: true,
+        blur: f32::NAN,
     };
 
     /// Typical-window floor, so a clean export's ratio does not divide by ~0.

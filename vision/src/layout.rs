@@ -467,11 +467,6 @@ impl Layouts {
         }
         out
     }
-
-    /// Template ids, in load order.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.layouts.iter().map(|l| l.id.as_str())
-    }
 }
 
 fn name_of(layouts: &[LayoutInfo], i: usize) -> String {

@@ -127,12 +127,6 @@ impl Recognizer {
         })
     }
 
-    /// Replaces the field policy (confidence threshold).
-    pub fn with_policy(mut self, policy: FieldPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// Replaces the drift the layout search tolerates past the templates' declared variation
     /// (`vision::Drift`; the benchmark compares it with none).
     pub fn with_drift(mut self, drift: vision::Drift) -> Self {
@@ -219,6 +213,7 @@ impl Recognizer {
             .map(|((f, r), &c)| validate::decide(&f.spec, r, c, &self.policy))
             .collect();
         validate::apply_rules(t, &mut fields);
+        validate::guard_identity(&mut fields, m.firmware.blur, &self.policy);
         let guesses = t
             .fields
             .iter()

@@ -5,7 +5,11 @@
 //!    with the grammar's reason when it fails;
 //! 3. a reading below the confidence threshold → `unreadable`, whatever it says;
 //! 4. then the template's cross-field rules ([`record::Rule`]) flag every field of a violated
-//!    rule `invalid` (one of them was misread; a person decides which).
+//!    rule `invalid` (one of them was misread; a person decides which);
+//! 5. and on an export much blurrier than the samples ([`guard_identity`]) the identity fields
+//!    (`patient_id`, `eye`, `exam_date`) are `unreadable`: a misread one files the exam under
+//!    another patient, eye or date, and the reader's confidence is not to be trusted that far
+//!    past what it was checked on.
 //!
 //! Value conventions follow the record contract: `ok` carries the normalised value (dates ISO)
 //! and its number; `absent` and `unreadable` carry no value; `invalid` carries the normalised
@@ -22,13 +26,44 @@ use super::decode::Reading;
 pub struct FieldPolicy {
     /// A reading (value or absent marker) below this calibrated confidence is `unreadable`.
     pub min_confidence: f32,
+    /// An export whose firmware line fits the plate best only blurred by more than this
+    /// (Gaussian sigma, px; `vision::FirmwareCheck::blur`) has its identity fields sent to a
+    /// person. The shared samples fit at 0-1.0, the simulator's documented variation at 0-1.0
+    /// but 1 tomographer scan in 26; the one ok-but-wrong `patient_id` of the #14 ink set was
+    /// at 1.5.
+    pub identity_max_blur: f32,
 }
 
 impl Default for FieldPolicy {
     fn default() -> Self {
         Self {
             min_confidence: DEFAULT_MIN_CONFIDENCE,
+            identity_max_blur: 1.2,
         }
+    }
+}
+
+/// The fields whose misreading files an exam under the wrong patient, eye or date.
+pub const IDENTITY_FIELDS: [&str; 3] = ["patient_id", "eye", "exam_date"];
+
+/// Makes the `ok` identity fields `unreadable` (value kept as `raw`) when the export's `blur`
+/// is past `policy.identity_max_blur`.
+pub fn guard_identity(fields: &mut [Field], blur: f32, policy: &FieldPolicy) {
+    if blur.is_nan() || blur <= policy.identity_max_blur {
+        return;
+    }
+    for f in fields
+        .iter_mut()
+        .filter(|f| IDENTITY_FIELDS.contains(&f.name.as_str()) && f.status == FieldStatus::Ok)
+    {
+        f.status = FieldStatus::Unreadable;
+        f.raw = f.raw.take().or_else(|| f.value.take());
+        f.value = None;
+        f.number = None;
+        f.reason = Some(format!(
+            "the export is blurrier than the reader was checked on (plate blur {blur:.1} px): \
+             an identity field needs a person"
+        ));
     }
 }
 
@@ -183,6 +218,35 @@ mod tests {
             decide(&spec(), &reading("-1.25", 0.99), 0.01, &p).status,
             FieldStatus::Unreadable
         );
+    }
+
+    // See: #14
+    #[test]
+    fn identity_fields_of_a_very_blurred_export_go_to_a_person() {
+        let field = |name: &str, value: &str| Field {
+            name: name.into(),
+            value: Some(value.into()),
+            number: None,
+            unit: None,
+            status: FieldStatus::Ok,
+            confidence: 0.99,
+            reason: None,
+            raw: None,
+        };
+        let mut fields = vec![field("patient_id", "35072008"), field("k1", "43.12")];
+        let p = FieldPolicy::default();
+        guard_identity(&mut fields, 1.0, &p);
+        assert!(fields.iter().all(|f| f.status == FieldStatus::Ok));
+        guard_identity(&mut fields, f32::NAN, &p);
+        assert!(fields.iter().all(|f| f.status == FieldStatus::Ok));
+        guard_identity(&mut fields, 1.5, &p);
+        assert_eq!(fields[0].status, FieldStatus::Unreadable);
+        assert_eq!(
+            (fields[0].value.as_deref(), fields[0].raw.as_deref()),
+            (None, Some("35072008"))
+        );
+        assert!(fields[0].reason.as_deref().unwrap().contains("blurrier"));
+        assert_eq!(fields[1].status, FieldStatus::Ok, "only identity fields");
     }
 
     #[test]

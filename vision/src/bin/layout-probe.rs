@@ -87,12 +87,13 @@ fn main() {
                     })
                     .collect();
                 println!(
-                    "{name}\t{}\tscore={:.3}\tfw={:.3}/{:.3}/{:.2}\tms={ms:.2}/{pyr_ms:.2}\tmap=[{:.5} {:.5} {:.5} {:.5} {:.3} {:.3}]\t{}",
+                    "{name}\t{}\tscore={:.3}\tfw={:.3}/{:.3}/{:.2}/blur{:.1}\tms={ms:.2}/{pyr_ms:.2}\tmap=[{:.5} {:.5} {:.5} {:.5} {:.3} {:.3}]\t{}",
                     m.template_id,
                     m.score,
                     m.firmware.worst,
                     m.firmware.typical,
                     m.firmware.ratio(),
+                    m.firmware.blur,
                     m.map.a,
                     m.map.b,
                     m.map.c,
