@@ -16,6 +16,9 @@ use sim::{Export, FontDirs, Label, NaiveDateTime, Simulator};
 #[derive(Debug)]
 pub struct Feed {
     sim: Simulator,
+    /// A share of exports drawn past the documented variation (`sim::Stress::Ink`: more blur
+    /// and noise, a JPEG re-encode), so some fields come out flagged for review.
+    hard: Option<(Simulator, f64)>,
 }
 
 /// One simulated device.
@@ -65,13 +68,41 @@ impl Feed {
     pub fn new(templates: &Path) -> anyhow::Result<Self> {
         let set = TemplateSet::load_dir(templates)?;
         let sim = Simulator::new(&set, &FontDirs::new(&[])).context("preparing the simulator")?;
-        Ok(Self { sim })
+        Ok(Self { sim, hard: None })
+    }
+
+    /// Draws `share` (0..1) of the exports harder than the documented variation
+    /// (`sim::Stress::Ink`), which way for each export decided by its device and number.
+    pub fn with_hard_share(mut self, templates: &Path, share: f64) -> anyhow::Result<Self> {
+        if share > 0.0 {
+            let set = TemplateSet::load_dir(templates)?;
+            let sim = Simulator::new(&set, &FontDirs::new(&[]))
+                .context("preparing the simulator")?
+                .with_stress(sim::Stress::Ink);
+            self.hard = Some((sim, share.min(1.0)));
+        }
+        Ok(self)
+    }
+
+    /// The simulator for `dev`'s next export.
+    fn sim_for(&self, dev: &Device) -> &Simulator {
+        match &self.hard {
+            Some((hard, share)) => {
+                let draw = fxhash(&format!("{}/{}", dev.id, dev.next)) as f64 / u64::MAX as f64;
+                if draw < *share {
+                    hard
+                } else {
+                    &self.sim
+                }
+            }
+            None => &self.sim,
+        }
     }
 
     /// Writes the next export of `dev`; returns its file name.
     pub fn emit(&self, dev: &mut Device) -> anyhow::Result<String> {
         let mut rng = ChaCha8Rng::seed_from_u64(dev.next ^ fxhash(&dev.id));
-        let export = self.sim.render_export(&dev.template, &mut rng)?;
+        let export = self.sim_for(dev).render_export(&dev.template, &mut rng)?;
         write(dev, &export)
     }
 
@@ -80,7 +111,9 @@ impl Feed {
     /// range); returns its file name. Otherwise the export `emit` would have written.
     pub fn emit_at(&self, dev: &mut Device, at: NaiveDateTime) -> anyhow::Result<String> {
         let mut rng = ChaCha8Rng::seed_from_u64(dev.next ^ fxhash(&dev.id));
-        let export = self.sim.render_export_at(&dev.template, &mut rng, at)?;
+        let export = self
+            .sim_for(dev)
+            .render_export_at(&dev.template, &mut rng, at)?;
         write(dev, &export)
     }
 }

@@ -20,6 +20,8 @@ use fleet::{db, free_port, repo_root, score};
 const VIEWER: &str = "viewer";
 /// The person's account (role reader) the printed API lines and the status page use.
 const READER: &str = "demo";
+/// The person's account (role reviewer) for the review station.
+const REVIEWER: &str = "reviewer";
 
 /// One device per layout: (device id, template).
 const DEVICES: &[(&str, &str)] = &[
@@ -53,6 +55,26 @@ struct Args {
     /// HTTP status page port (0: a free port).
     #[arg(long, default_value_t = 0)]
     http_port: u16,
+    /// Share of exports drawn harder than the documented variation (more blur and noise, a
+    /// JPEG re-encode: `examlink-sim render --stress ink`), so that flagged fields reach the
+    /// review station. 0 reads only documented exports.
+    #[arg(long, default_value_t = 0.3)]
+    review_rate: f64,
+}
+
+/// The password kept in `file` from an earlier run, or a new account's (`make`), then kept.
+fn account(
+    file: &std::path::Path,
+    make: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    match std::fs::read_to_string(file) {
+        Ok(p) if !p.trim().is_empty() => Ok(p.trim().to_owned()),
+        _ => {
+            let p = make()?;
+            std::fs::write(file, &p)?;
+            Ok(p)
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -97,7 +119,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         http_port,
     )?;
 
-    let feed = Feed::new(&repo_root().join("templates"))?;
+    let templates = repo_root().join("templates");
+    let feed = Feed::new(&templates)?.with_hard_share(&templates, args.review_rate)?;
     let mut agents = Vec::new();
     let mut devices = Vec::new();
     for (id, template) in DEVICES {
@@ -118,27 +141,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         agents.push(agent);
     }
 
-    // A read-only account for watching the live results (it may publish nothing).
-    let viewer_file = workdir.join("viewer-password");
-    let viewer = match std::fs::read_to_string(&viewer_file) {
-        Ok(p) if !p.trim().is_empty() => p.trim().to_owned(),
-        _ => {
-            let p = hub.add_device(VIEWER, "reader")?;
-            std::fs::write(&viewer_file, &p)?;
-            p
-        }
-    };
-
-    // A person's account for the API and the status page.
-    let reader_file = workdir.join("reader-password");
-    let reader = match std::fs::read_to_string(&reader_file) {
-        Ok(p) if !p.trim().is_empty() => p.trim().to_owned(),
-        _ => {
-            let p = hub.add_user(READER, "reader")?;
-            std::fs::write(&reader_file, &p)?;
-            p
-        }
-    };
+    // A read-only account for watching the live results (it may publish nothing), a person's
+    // account for the API and the status page, and one for the review station.
+    let viewer = account(&workdir.join("viewer-password"), || {
+        hub.add_device(VIEWER, "reader")
+    })?;
+    let reader = account(&workdir.join("reader-password"), || {
+        hub.add_user(READER, "reader")
+    })?;
+    let reviewer = account(&workdir.join("reviewer-password"), || {
+        hub.add_user(REVIEWER, "reviewer")
+    })?;
 
     hub.proc.start()?;
     wait_for_port(mqtt_port, Duration::from_secs(30))
@@ -150,6 +163,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let ca = ca.display();
     println!("examlink demo: hub broker on mqtts://127.0.0.1:{mqtt_port}, status page https://127.0.0.1:{http_port}/ (TLS with the hub's own CA {ca})");
     println!("  log in as {READER} / {reader}");
+    println!(
+        "  review station: https://127.0.0.1:{http_port}/review, log in as {REVIEWER} / {reviewer} \
+         ({:.0}% of exports are drawn harder, so flagged fields arrive there)",
+        args.review_rate * 100.0
+    );
     println!(
         "  records API:   TOKEN=$(curl -s --cacert {ca} -d name={READER} --data-urlencode 'password={reader}' https://127.0.0.1:{http_port}/api/token)"
     );
