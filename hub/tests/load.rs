@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hub::testkit;
 use record::{DeviceId, ReceiptOutcome, RecordId};
 use tokio::io::AsyncWriteExt;
-use util::{connect, Broker, TestSchema};
+use util::{connect, free_port, Broker, TestSchema};
 
 const DEVICES: usize = 20;
 
@@ -88,14 +88,6 @@ fn rss_of(pid: u32) -> f64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// 20 devices publishing a record each every `period`, and the publish-to-receipt latency of

@@ -29,7 +29,7 @@ use hub::config::BrokerMode;
 use hub::testkit;
 use hub::users::UserRole;
 use record::{DeviceId, FieldStatus, ReceiptOutcome};
-use util::{device, TestHub, TestSchema};
+use util::{device, free_port, TestHub, TestSchema};
 
 /// A record of device `d` (number `n`) whose `patient_id`, `r_cyl` and `pd` were unreadable.
 fn flagged(d: &DeviceId, n: u64) -> (record::Record, Vec<(String, String)>) {
@@ -55,14 +55,6 @@ impl Drop for Driver {
         let _killed = self.0.kill();
         let _reaped = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn chromedriver() -> Driver {

@@ -60,6 +60,13 @@ pub struct Variation {
     pub paper: bool,
 }
 
+impl Variation {
+    /// A scanned printout (paper effects or scan modes) rather than a screen export.
+    pub fn scanned(&self) -> bool {
+        self.paper || !self.scan_modes.is_empty()
+    }
+}
+
 impl Default for Variation {
     fn default() -> Self {
         Self {

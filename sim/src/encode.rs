@@ -2,10 +2,7 @@
 //! indexed for the tomographer's scan modes), JPEG (the bytes of the pipeline's own compression,
 //! so the file decodes to exactly the rendered image) and uncompressed BMP.
 
-use std::io::Cursor;
-
 use image::codecs::bmp::BmpEncoder;
-use image::codecs::jpeg::JpegEncoder;
 use image::{DynamicImage, ImageEncoder};
 
 use crate::degrade::ScanMode;
@@ -27,13 +24,7 @@ pub fn encode(export: &Export) -> Result<Vec<u8>, SimError> {
             if let Some(bytes) = &export.jpeg {
                 return Ok(bytes.clone());
             }
-            let mut enc =
-                JpegEncoder::new_with_quality(Cursor::new(&mut buf), DEFAULT_JPEG_QUALITY);
-            match img {
-                DynamicImage::ImageLuma8(g) => enc.encode_image(g),
-                _ => enc.encode_image(&img.to_rgb8()),
-            }
-            .map_err(|e| err(&e))?;
+            return crate::filters::jpeg_bytes(img, DEFAULT_JPEG_QUALITY).map_err(|e| err(&e));
         }
         "bmp" => {
             let enc = BmpEncoder::new(&mut buf);

@@ -56,11 +56,6 @@ impl std::str::FromStr for Stress {
     }
 }
 
-/// Whether a template is a scanned printout (paper, scan modes) rather than a screen export.
-pub fn scanned(t: &Template) -> bool {
-    t.variation.paper || !t.variation.scan_modes.is_empty()
-}
-
 fn widen(r: [f32; 2], factor: f32, extra: f32) -> [f32; 2] {
     [r[0], r[1] * factor + extra]
 }
@@ -89,7 +84,11 @@ impl Stress {
                 v.shift_px = (v.shift_px * 2.0).max(8.0);
                 v.subpixel = true;
                 v.scale = [v.scale[0].min(0.97), v.scale[1].max(1.03)];
-                v.rotation_deg = if scanned(t) { 3.0 } else { screen_rot };
+                v.rotation_deg = if t.variation.scanned() {
+                    3.0
+                } else {
+                    screen_rot
+                };
                 v.blur_px = widen(v.blur_px, 1.5, 0.2);
                 v.noise_std = widen(v.noise_std, 1.5, 1.0);
             }

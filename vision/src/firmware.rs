@@ -147,9 +147,9 @@ impl FirmwareRef {
     }
 
     /// Compares the export under `map` (variant frame → image) with the plate, window by window.
-    /// Samples of the widened margin that fall outside the export are ignored; an anchor box
-    /// not wholly inside the export (a string cut off at the border), or a region flat or
-    /// inverted, scores [`FirmwareCheck::MISMATCH`].
+    /// Samples of the widened margin that fall outside the export are ignored. A string whose
+    /// ink runs past the export's edge scores [`FirmwareCheck::CUT_OFF`]; a region mostly
+    /// outside, flat, or inverted scores [`FirmwareCheck::MISMATCH`].
     pub fn check(&self, img: &Pyramid, map: &Affine) -> FirmwareCheck {
         let (iw, ih) = (img.base().width as f32, img.base().height as f32);
         // A string cut off at the export's edge cannot be verified: its missing characters
@@ -177,16 +177,10 @@ impl FirmwareRef {
             return FirmwareCheck::MISMATCH;
         }
         // The plate blur the export fits best (least residual over the whole region).
-        let fits: Vec<Option<Fit>> = self
-            .plates
-            .iter()
-            .map(|p| Fit::new(p, &img_s, &idx))
-            .collect();
         let Some((sigma, plate, fit)) = PLATE_BLURS
             .iter()
             .zip(&self.plates)
-            .zip(fits)
-            .filter_map(|((s, p), f)| f.map(|f| (*s, p, f)))
+            .filter_map(|(s, p)| Fit::new(p, &img_s, &idx).map(|f| (*s, p, f)))
             .min_by(|a, b| a.2.relative().total_cmp(&b.2.relative()))
         else {
             return FirmwareCheck::MISMATCH;

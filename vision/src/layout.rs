@@ -351,7 +351,7 @@ impl Layouts {
         let declared = |v: &Variant| &self.layouts[v.layout];
         let outcome = self.choose(&candidates, declared, &self.thresholds, img);
         match outcome {
-            Err(u) if !self.drift_off() => {
+            Err(u) if self.drift != Drift::NONE => {
                 // Past the declared variation: the same candidates in the drift envelope. The
                 // identity checks (every anchor's NCC, the firmware string, the margin to the
                 // second best) are the same; only the geometry searched is wider.
@@ -374,10 +374,6 @@ impl Layouts {
             }
             other => other,
         }
-    }
-
-    fn drift_off(&self) -> bool {
-        self.drift.shift_factor <= 1.0 && self.drift.scale <= 0.0
     }
 
     /// Matches every candidate with the search envelope `info` gives and picks the one that
@@ -490,7 +486,7 @@ fn info(t: &Template) -> LayoutInfo {
         subpixel: v.subpixel,
         scale: v.scale,
         rotation_deg: v.rotation_deg.max(0.0),
-        scanned: v.paper || !v.scan_modes.is_empty(),
+        scanned: v.scanned(),
     }
 }
 

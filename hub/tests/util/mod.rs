@@ -25,6 +25,15 @@ use tokio::task::JoinHandle;
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// PostgreSQL connection string for tests.
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn pg_url() -> String {
     std::env::var("EXAMLINK_TEST_PG")
         .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=postgres".into())
