@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::assemble::QuarantineConfig;
 use crate::ingest::IngestConfig;
+use crate::logfile::{LogConfig, MIN_LOG_BYTES};
 use crate::outbox::{DeliveryConfig, OutboxConfig};
 use crate::publish::{MqttSettings, PublishConfig};
 use crate::telemetry::TelemetryConfig;
@@ -114,6 +115,8 @@ pub struct Config {
     pub publish: PublishConfig,
     /// `[telemetry]`.
     pub telemetry: TelemetryConfig,
+    /// `[log]`.
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -128,6 +131,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             publish: PublishConfig::default(),
             telemetry: TelemetryConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -153,6 +157,8 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     /// Metrics listener, if on.
     pub metrics_listen: Option<SocketAddr>,
+    /// `[log]`, path resolved (empty: standard error).
+    pub log: LogConfig,
 }
 
 impl Settings {
@@ -269,7 +275,7 @@ impl Config {
         let data_dir = resolve(&self.data_dir);
         for export in &ingest.export_dirs {
             for (key, dir) in [("quarantine.dir", &quarantine.dir), ("data_dir", &data_dir)] {
-                if dir.starts_with(export) || export.starts_with(dir) {
+                if crate::paths::overlaps(dir, export) {
                     errors.push(ConfigError::invalid(
                         key,
                         format!(
@@ -340,6 +346,20 @@ impl Config {
                 .ok(),
         };
 
+        let mut log = self.log.clone();
+        if !log.file.as_os_str().is_empty() {
+            log.file = resolve(&log.file);
+        }
+        if log.max_bytes < MIN_LOG_BYTES {
+            errors.push(ConfigError::invalid(
+                "log.max_bytes",
+                format!("must be ≥ {MIN_LOG_BYTES} (64 KiB)"),
+            ));
+        }
+        if log.keep > 100 {
+            errors.push(ConfigError::invalid("log.keep", "must be ≤ 100"));
+        }
+
         match (device, mqtt) {
             (Some(device), Some(mqtt)) if errors.is_empty() => Ok(Settings {
                 device,
@@ -351,6 +371,7 @@ impl Config {
                 outbox,
                 mqtt,
                 metrics_listen,
+                log,
             }),
             _ => Err(errors),
         }

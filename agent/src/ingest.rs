@@ -167,7 +167,21 @@ struct Scanner {
     pending: HashMap<PathBuf, Option<(Stat, Instant)>>,
     /// Files known taken, at this size and mtime.
     done: HashMap<PathBuf, Stat>,
+    /// Complete-looking files that could not be opened or read, since when.
+    unreadable: HashMap<PathBuf, Instant>,
+    /// Those already warned about.
+    warned: HashSet<PathBuf>,
     full_reported: bool,
+}
+
+/// An export that stays unreadable this long gets one WARN (it is retried all along).
+const UNREADABLE_WARN_AFTER: Duration = Duration::from_secs(300);
+
+/// Whether `e` means another program still holds the file: Windows' sharing and lock
+/// violations (`ERROR_SHARING_VIOLATION` 32, `ERROR_LOCK_VIOLATION` 33), which the device
+/// software causes while it writes an export without sharing it.
+pub fn still_being_written(e: &std::io::Error) -> bool {
+    cfg!(windows) && matches!(e.raw_os_error(), Some(32 | 33))
 }
 
 impl Scanner {
@@ -176,6 +190,8 @@ impl Scanner {
             ingest,
             pending: HashMap::new(),
             done: HashMap::new(),
+            unreadable: HashMap::new(),
+            warned: HashSet::new(),
             full_reported: false,
         }
     }
@@ -302,8 +318,13 @@ impl Scanner {
     fn poll(&mut self, settle: Duration, tx: &mpsc::Sender<Taken>, stop: &AtomicBool) -> bool {
         let mut ready = Vec::new();
         let now = Instant::now();
+        let (unreadable, warned) = (&mut self.unreadable, &mut self.warned);
         self.pending.retain(|path, obs| match stat(path) {
-            Err(_) => false,
+            Err(_) => {
+                unreadable.remove(path);
+                warned.remove(path);
+                false
+            }
             Ok(st) => match obs {
                 Some((prev, at)) if *prev == st => {
                     if now.duration_since(*at) >= settle {
@@ -344,7 +365,12 @@ impl Scanner {
             if self.ingest.claims.contains(&path) {
                 continue;
             }
-            match self.take(&path, st) {
+            let taken = self.take(&path, st);
+            if taken.is_ok() {
+                self.unreadable.remove(&path);
+                self.warned.remove(&path);
+            }
+            match taken {
                 Ok(Some(taken)) => {
                     if !self.ingest.claims.claim(&path) {
                         continue;
@@ -362,8 +388,25 @@ impl Scanner {
                     self.done.insert(path, st);
                 }
                 Err(e) => {
-                    // Not openable yet (locked by the device, permissions): try again later.
-                    debug!(file = %path.display(), error = %e, "Export not readable yet.");
+                    // Not openable yet (still locked by the device software, permissions):
+                    // not complete yet, try again later; never fatal.
+                    let why = if still_being_written(&e) {
+                        "locked by another program"
+                    } else {
+                        "not readable"
+                    };
+                    debug!(file = %path.display(), error = %e, "Export {why} yet; retrying.");
+                    let since = *self.unreadable.entry(path.clone()).or_insert(now);
+                    if now.duration_since(since) >= UNREADABLE_WARN_AFTER
+                        && self.warned.insert(path.clone())
+                    {
+                        warn!(
+                            file = %path.display(),
+                            error = %e,
+                            "Export {why} for {} min; still retrying.",
+                            UNREADABLE_WARN_AFTER.as_secs() / 60
+                        );
+                    }
                     if let Some(obs) = self.pending.get_mut(&path) {
                         *obs = None;
                     }

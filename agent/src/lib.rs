@@ -9,16 +9,20 @@
 //! - [`outbox`]: durable queue; a record leaves only on the hub's receipt.
 //! - [`publish`]: MQTT to the hub, resend until receipted, status and last will.
 //!
-//! Plus [`config`] and [`telemetry`]. [`run`] wires the stages in that order with bounded
+//! Plus [`config`], [`telemetry`], [`logfile`] (the rotated log file), [`paths`] (Windows-aware
+//! folder comparisons and default locations) and, on Windows, [`service`]. [`run`] wires the stages in that order with bounded
 //! channels; `main.rs` only parses the command line, installs tracing, loads the configuration
 //! and calls [`run`].
 
 pub mod assemble;
 pub mod config;
 pub mod ingest;
+pub mod logfile;
 pub mod outbox;
+pub mod paths;
 pub mod publish;
 pub mod recognize;
+pub mod service;
 pub mod telemetry;
 
 use std::future::Future;
@@ -72,6 +76,22 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Runs the agent on its own runtime until `shutdown` resolves: what `agent run` and the
+/// Windows service do.
+pub fn run_blocking(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), anyhow::Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))?;
+    let result = runtime.block_on(run(settings, shutdown));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    Ok(result?)
 }
 
 fn stop_signal(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {

@@ -1,36 +1,31 @@
 //! The `agent` binary: parses the command line, installs tracing, loads the configuration and
 //! calls [`agent::run`]. Subcommands: `run` (default), `check`, `check-config`, `print-config`,
-//! `recognize`, and for a stopped agent `outbox list|status|requeue|export` and `requeue`
-//! (library functions in [`agent::outbox::admin`] and [`agent::outbox::reread`]).
+//! `recognize`, for a stopped agent `outbox list|status|requeue|export` and `requeue`
+//! (library functions in [`agent::outbox::admin`] and [`agent::outbox::reread`]), and on
+//! Windows `service install|uninstall|start|stop|run` ([`agent::service`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
+use agent::logfile::LogFormat;
 use agent::outbox::admin::{self, Part, Target};
 use agent::outbox::{reread, Requeued};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// examlink agent: reads exam-device exports and delivers them to the hub.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (for `run`, `check`, `outbox` and `requeue`).
-    #[arg(long, short, global = true, default_value = "agent.toml")]
+    /// Configuration file (for `run`, `check`, `outbox`, `requeue` and `service`); default
+    /// `agent.toml`, on Windows `%ProgramData%\examlink\agent.toml`.
+    #[arg(long, short, global = true, default_value_os_t = agent::paths::default_config_file())]
     config: PathBuf,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +80,29 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The agent as a Windows service (`examlink-agent`): automatic start at boot, restart on
+    /// failure, a service stop is a graceful stop. Run as Administrator.
+    #[cfg(windows)]
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+}
+
+#[cfg(windows)]
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Register the service for this agent.exe and the configuration file (-c).
+    Install,
+    /// Stop the service if it runs and remove it (configuration, outbox and logs stay).
+    Uninstall,
+    /// Start the service.
+    Start,
+    /// Stop the service gracefully (the batch in hand finishes) and wait until it stopped.
+    Stop,
+    /// What the service control manager runs; not for a console.
+    #[command(hide = true)]
+    Run,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,19 +143,6 @@ enum OutboxCommand {
     },
 }
 
-fn install_tracing(format: LogFormat) {
-    // Without RUST_LOG: the agent's own events at INFO, its dependencies' at WARN.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,agent=info,record=info,vision=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
@@ -169,7 +174,7 @@ fn main() -> ExitCode {
             model,
             files,
         } => {
-            install_tracing(cli.log_format);
+            agent::logfile::install(cli.log_format, None);
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             match agent::recognize::recognize_files(&templates, &model, &files, &mut out) {
@@ -180,10 +185,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run => {
-            install_tracing(cli.log_format);
-            run(cli.config)
-        }
+        Command::Run => run(&cli.config, cli.log_format),
+        #[cfg(windows)]
+        Command::Service { command } => report(match command {
+            ServiceCommand::Install => agent::service::install(&cli.config),
+            ServiceCommand::Uninstall => agent::service::uninstall(),
+            ServiceCommand::Start => agent::service::start(),
+            ServiceCommand::Stop => agent::service::stop(),
+            ServiceCommand::Run => agent::service::run_dispatcher(&cli.config),
+        }),
         Command::Check => check(&cli.config),
         Command::Outbox { command } => report(outbox(&cli.config, command)),
         Command::Requeue { quarantined, files } => {
@@ -334,10 +344,11 @@ fn requeue(config: &std::path::Path, quarantined: bool, files: &[PathBuf]) -> an
     Ok(())
 }
 
-fn run(config: PathBuf) -> ExitCode {
-    let settings = match agent::config::load_settings(&config) {
+fn run(config: &std::path::Path, format: LogFormat) -> ExitCode {
+    let settings = match agent::config::load_settings(config) {
         Ok(s) => s,
         Err(errors) => {
+            agent::logfile::install(format, None);
             for e in &errors {
                 tracing::error!(config = %config.display(), error = %e, "Invalid configuration.");
             }
@@ -349,23 +360,23 @@ fn run(config: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
+    let file = if settings.log.file.as_os_str().is_empty() {
+        None
+    } else {
+        let log = &settings.log;
+        match agent::logfile::RotatingFile::open(&log.file, log.max_bytes, log.keep) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("error: log.file {}: {e}", log.file.display());
+                return ExitCode::from(2);
+            }
         }
     };
-    let result = runtime.block_on(agent::run(settings, shutdown_signal()));
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    match result {
+    agent::logfile::install(format, file);
+    match agent::run_blocking(settings, shutdown_signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "Agent failed.");
+            tracing::error!(error = %format!("{e:#}"), "Agent failed.");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -10,6 +10,7 @@ mod lossless;
 mod proxy;
 mod security;
 mod util;
+mod wine;
 
 use std::time::Duration;
 
@@ -151,6 +152,7 @@ fn disk_quota_reached_then_recovers() {
     // The smallest quota the agent accepts (it must hold the largest record, 512 KiB).
     let opts = AgentOptions {
         outbox_max_bytes: 1 << 20,
+        ..AgentOptions::default()
     };
     let mut run = Run::new("quota", 1, &opts, false);
     run.start_agents();

@@ -48,6 +48,16 @@ impl Run {
         Self::build(name, n, &AgentOptions::default(), false, false, layouts)
     }
 
+    /// As [`Run::new`] without a proxy, with agent options, the devices cycling over `layouts`.
+    pub fn with_options_and_layouts(
+        name: &str,
+        n: usize,
+        opts: &AgentOptions,
+        layouts: &[&str],
+    ) -> Self {
+        Self::build(name, n, opts, false, false, layouts)
+    }
+
     /// As [`Run::new`], with the database on a private PostgreSQL server the run starts (and
     /// may stop and start again), never the shared one.
     pub fn with_private_pg(name: &str, n: usize) -> Self {

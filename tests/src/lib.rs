@@ -8,6 +8,7 @@
 //! - [`procs`]: hub and agent processes with their generated configs.
 //! - [`feed`]: simulated devices writing exports (atomically) and their ground truth.
 //! - [`score`]: the database compared with the ground truth.
+//! - [`wine`]: the cross-built Windows agent under Wine.
 
 pub mod bins;
 pub mod db;
@@ -15,6 +16,7 @@ pub mod feed;
 pub mod pg;
 pub mod procs;
 pub mod score;
+pub mod wine;
 
 /// A free TCP port on 127.0.0.1 (bound, then released; the caller binds it again soon after).
 pub fn free_port() -> std::io::Result<u16> {

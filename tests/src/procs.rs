@@ -20,6 +20,7 @@ pub struct Proc {
     program: PathBuf,
     args: Vec<String>,
     log: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -30,8 +31,14 @@ impl Proc {
             program,
             args,
             log,
+            env: Vec::new(),
             child: None,
         }
+    }
+
+    /// Sets environment variables for the next starts.
+    pub fn set_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        self.env.extend(vars);
     }
 
     /// Runs the program under `wrapper` from now on: `wrapper args.. program program-args..`
@@ -54,6 +61,7 @@ impl Proc {
         // the test run sets RUST_LOG.
         let child = Command::new(&self.program)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -98,6 +106,16 @@ impl Proc {
             Some(c) => matches!(c.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    /// Resident memory of the running process in KiB (Linux `/proc`), if it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// The log so far.
@@ -226,12 +244,16 @@ impl Hub {
 pub struct AgentOptions {
     /// `outbox.max_bytes` (disk quota of the backlog).
     pub outbox_max_bytes: u64,
+    /// Run the cross-built `agent.exe` under Wine in this prefix ([`crate::wine`]), its
+    /// configuration in Windows paths (`Z:\…`), instead of the Linux agent.
+    pub windows: Option<crate::wine::Prefix>,
 }
 
 impl Default for AgentOptions {
     fn default() -> Self {
         Self {
             outbox_max_bytes: 2 << 30,
+            windows: None,
         }
     }
 }
@@ -287,30 +309,45 @@ impl Agent {
         fs::write(&password_file, password)?;
         let root = crate::repo_root();
         let config = dir.join("agent.toml");
+        // Paths as the agent's platform spells them.
+        let p = |path: &Path| match &opts.windows {
+            Some(_) => crate::wine::win_path(path),
+            None => path.display().to_string(),
+        };
         fs::write(
             &config,
             format!(
                 "device_id = {device_id:?}\ndata_dir = {:?}\n\n\
-                 [ingest]\nexport_dirs = [{exports:?}]\nsettle_ms = 300\nrescan_secs = 2\n\n\
+                 [ingest]\nexport_dirs = [{:?}]\nsettle_ms = 300\nrescan_secs = 2\n\n\
                  [recognize]\ntemplates_dir = {:?}\nmodel_path = {:?}\n\n\
-                 [quarantine]\ndir = {quarantine:?}\n\n\
+                 [quarantine]\ndir = {:?}\n\n\
                  [outbox]\nresend_after_secs = 5\nmax_bytes = {max_bytes}\n\n\
-                 [publish]\nbroker_url = \"mqtts://127.0.0.1:{mqtt_port}\"\npassword_file = {password_file:?}\n\
-                 tls_ca_file = {ca_file:?}\n\
+                 [publish]\nbroker_url = \"mqtts://127.0.0.1:{mqtt_port}\"\npassword_file = {:?}\n\
+                 tls_ca_file = {:?}\n\
                  reconnect_min_ms = 100\nreconnect_max_ms = 2000\nstatus_every_secs = 5\n",
-                dir.join("data"),
-                root.join("templates"),
-                root.join("models"),
+                p(&dir.join("data")),
+                p(&exports),
+                p(&root.join("templates")),
+                p(&root.join("models")),
+                p(&quarantine),
+                p(&password_file),
+                p(ca_file),
                 max_bytes = opts.outbox_max_bytes,
             ),
         )?;
-        let args = vec![
-            "--config".into(),
-            config.display().to_string(),
-            "run".into(),
-        ];
+        let (program, mut args, env) = match &opts.windows {
+            Some(prefix) => (
+                PathBuf::from("wine"),
+                vec![crate::wine::agent_exe()?.display().to_string()],
+                prefix.env(),
+            ),
+            None => (bin("agent")?, Vec::new(), Vec::new()),
+        };
+        args.extend(["--config".into(), p(&config), "run".into()]);
+        let mut proc = Proc::new(device_id, program, args, dir.join("agent.log"));
+        proc.set_env(env);
         Ok(Self {
-            proc: Proc::new(device_id, bin("agent")?, args, dir.join("agent.log")),
+            proc,
             device_id: device_id.into(),
             exports,
             quarantine,

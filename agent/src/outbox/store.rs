@@ -10,6 +10,14 @@
 //! | `seen` | export path (UTF-8, lossy) | size `u64`, mtime (Unix ns, `i64`), digest (64 ASCII hex): a cache that spares re-hashing |
 //! | `deferred` | id (64 ASCII hex) | next attempt (Unix ms, `i64`), attempts `u32`, first deferred at (Unix ms, `i64`), seq `u64`, reason (UTF-8) |
 //! | `rejected` | id (64 ASCII hex) | format `u8` (= 1), rejected at (Unix ms, `i64`), seq `u64` it had, reason length `u32`, reason (UTF-8), then the whole `messages` value it had |
+//! | `meta` | `format` | the outbox format `u8` ([`OUTBOX_FORMAT`]) |
+//!
+//! Versions: the outbox carries its format ([`OUTBOX_FORMAT`], written at creation). An agent
+//! opens an outbox of its own format or older; an outbox of a newer format (a rollback after an
+//! upgrade that changed it) is refused whole and left untouched ([`OutboxError::NewerFormat`]),
+//! never misread or rewritten. So a rollback keeps the outbox readable as long as no release
+//! raised the format, and safe when one did: the newer agent reinstalled reads it again.
+//! Format 1 has held since the first release.
 //!
 //! Invariants:
 //! - `messages` and `index` describe the same set of messages (one transaction writes both).
@@ -42,6 +50,11 @@ pub use parts::{Deferral, Forgotten, RejectedMessage, Requeued};
 
 /// Format byte of a stored message.
 const FORMAT_V1: u8 = 1;
+
+/// The outbox format this agent writes and reads (the `meta` tree's `format`).
+pub const OUTBOX_FORMAT: u8 = 1;
+
+const META_FORMAT: &[u8] = b"format";
 /// Length of a hex SHA-256 (record ids and digests).
 const HEX_LEN: usize = 64;
 /// How many times (100 ms apart) to retry a database locked by a handle being closed.
@@ -68,6 +81,20 @@ pub enum OutboxError {
         dir: PathBuf,
         /// Why.
         source: sled::Error,
+    },
+    /// The outbox was written by a newer agent with another format; nothing was changed.
+    #[error(
+        "the outbox in {dir} has format {found}, newer than this agent's {supported}: it was \
+         written by a newer agent; reinstall that version (the outbox is untouched), or with it \
+         `agent outbox export` the queue first"
+    )]
+    NewerFormat {
+        /// The database directory.
+        dir: PathBuf,
+        /// Its format.
+        found: u8,
+        /// The newest this agent reads.
+        supported: u8,
     },
     /// A read or write failed.
     #[error("outbox database error: {0}")]
@@ -282,6 +309,26 @@ impl Store {
         let seen = db.open_tree("seen").map_err(open_err)?;
         let deferred = db.open_tree("deferred").map_err(open_err)?;
         let rejected = db.open_tree("rejected").map_err(open_err)?;
+        let meta = db.open_tree("meta").map_err(open_err)?;
+        match meta.get(META_FORMAT)? {
+            Some(v) if v.len() == 1 && v[0] > OUTBOX_FORMAT => {
+                return Err(OutboxError::NewerFormat {
+                    dir: dir.to_owned(),
+                    found: v[0],
+                    supported: OUTBOX_FORMAT,
+                })
+            }
+            Some(v) if v.len() == 1 => {}
+            Some(v) => {
+                return Err(OutboxError::Corrupt(format!(
+                    "format entry of {} bytes",
+                    v.len()
+                )))
+            }
+            None => {
+                meta.insert(META_FORMAT, &[OUTBOX_FORMAT])?;
+            }
+        }
         let shared = Shared::default();
         for entry in index.iter() {
             let (_, v) = entry?;
@@ -653,6 +700,61 @@ pub(crate) mod tests {
         assert!(store.is_taken(message(1).digest()).unwrap());
         assert_eq!(store.enqueue(&message(1)).unwrap(), Enqueued::AlreadyTaken);
         assert_eq!(store.batch(0..u64::MAX, 10).unwrap()[0].id, message(2).id());
+    }
+
+    #[test]
+    fn an_outbox_of_a_newer_format_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        store.enqueue(&message(1)).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        // sled lets go of its lock from background threads: retry as Store::open does.
+        let raw = |dir: &Path| {
+            for _ in 0..LOCK_RETRIES {
+                if let Ok(db) = sled::open(dir) {
+                    return db;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            panic!("outbox still locked");
+        };
+        // What a newer agent with format 2 would leave behind.
+        {
+            let db = raw(dir.path());
+            let meta = db.open_tree("meta").unwrap();
+            assert_eq!(
+                meta.get(META_FORMAT).unwrap().as_deref(),
+                Some(&[OUTBOX_FORMAT][..])
+            );
+            meta.insert(META_FORMAT, &[OUTBOX_FORMAT + 1]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(dir.path(), 1 << 30).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OutboxError::NewerFormat {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("reinstall"), "{err}");
+        // Untouched: with the format back (the newer agent reinstalled reads it), the message is there.
+        {
+            let db = raw(dir.path());
+            assert_eq!(db.open_tree("messages").unwrap().len(), 1);
+            db.open_tree("meta")
+                .unwrap()
+                .insert(META_FORMAT, &[OUTBOX_FORMAT])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(store.backlog().messages, 1);
     }
 
     #[test]
