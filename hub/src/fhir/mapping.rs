@@ -73,7 +73,7 @@ pub enum Eye {
 }
 
 impl Eye {
-    /// `od`, `os`, `ou` as used in identifiers and ids.
+    /// `od`, `os`, or `na` (no eye), as used in identifiers and ids.
     pub fn key(self) -> &'static str {
         match self {
             Eye::Right => "od",

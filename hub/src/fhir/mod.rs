@@ -3,7 +3,8 @@
 //!
 //! - [`mapping`]: field → code, system, UCUM unit (the table of `docs/fhir-mapping.md`).
 //! - [`resources`]: one stored export → Device, DocumentReference, Observations,
-//!   DiagnosticReport, Provenances (pure).
+//!   DiagnosticReport, Provenances (pure; the Device, DocumentReference and Provenance in
+//!   `provenance`).
 //! - [`store`]: reads the exports those are made from.
 //! - [`search`]: the subset of FHIR search answered (pure parsing, Bundles).
 //! - [`serve`]: the `/fhir` routes, behind the logins, every read audited.
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod mapping;
+mod provenance;
 pub mod push;
 pub mod resources;
 pub mod search;

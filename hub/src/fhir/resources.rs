@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::mapping::{self, Code, Eye, Group, Laterality, Measure};
+use super::provenance;
 
 /// Business identifier systems of the resources the hub makes.
 pub mod ids {
@@ -189,15 +190,15 @@ fn coding(c: Code) -> Value {
     json!({"system": c.system, "code": c.code, "display": c.display})
 }
 
-fn concept(c: Code) -> Value {
+pub(super) fn concept(c: Code) -> Value {
     json!({"coding": [coding(c)], "text": c.display})
 }
 
-fn instant(t: DateTime<Utc>) -> String {
+pub(super) fn instant(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn reference(kind: &str, id: &str, system: &str, value: &str) -> Value {
+pub(super) fn reference(kind: &str, id: &str, system: &str, value: &str) -> Value {
     json!({"reference": format!("{kind}/{id}"), "type": kind,
            "identifier": {"system": system, "value": value}})
 }
@@ -297,7 +298,7 @@ impl Exam {
         self.measurements.iter().find(|m| m.field == field)
     }
 
-    fn subject(&self, ctx: &RenderContext) -> Option<Value> {
+    pub(super) fn subject(&self, ctx: &RenderContext) -> Option<Value> {
         self.patient_id.as_ref().map(|p| {
             json!({"type": "Patient", "identifier": {"system": ctx.patient_system, "value": p}})
         })
@@ -311,7 +312,7 @@ impl Exam {
         })
     }
 
-    fn device_ref(&self) -> Value {
+    pub(super) fn device_ref(&self) -> Value {
         reference(
             "Device",
             &device_id(&self.device_id),
@@ -320,7 +321,7 @@ impl Exam {
         )
     }
 
-    fn document_ref(&self) -> Value {
+    pub(super) fn document_ref(&self) -> Value {
         reference(
             "DocumentReference",
             &document_id(&self.image_sha256),
@@ -366,62 +367,15 @@ pub fn render(exam: &Exam, ctx: &RenderContext) -> Rendered {
     let provenances = exam
         .reviews
         .iter()
-        .map(|r| provenance(exam, &observations, r))
+        .map(|r| provenance::provenance(exam, &observations, r))
         .collect();
     Rendered {
-        device: device(exam),
-        document: document(exam, ctx),
+        device: provenance::device(exam),
+        document: provenance::document(exam, ctx),
         observations,
         report,
         provenances,
     }
-}
-
-fn device(exam: &Exam) -> Value {
-    let mut d = json!({
-        "resourceType": "Device",
-        "id": device_id(&exam.device_id),
-        "identifier": [{"system": ids::DEVICE, "value": exam.device_id}],
-        "status": "active",
-        "type": {"text": exam.device_type},
-        "version": [{"type": {"text": "firmware"},
-                     "value": exam.firmware_string.clone().unwrap_or_else(|| exam.firmware.clone())},
-                    {"type": {"text": "examlink template"}, "value": exam.template}],
-    });
-    if let Some(model) = &exam.model {
-        d["deviceName"] = json!([{"name": model, "type": "model-name"}]);
-        d["modelNumber"] = json!(model);
-    }
-    d
-}
-
-fn document(exam: &Exam, ctx: &RenderContext) -> Value {
-    let ext = exam
-        .source_file
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase());
-    let content_type = match ext.as_deref() {
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("bmp") => "image/bmp",
-        _ => "application/octet-stream",
-    };
-    let mut d = json!({
-        "resourceType": "DocumentReference",
-        "id": document_id(&exam.image_sha256),
-        "masterIdentifier": {"system": ids::IMAGE_SHA256, "value": exam.image_sha256},
-        "status": "current",
-        "type": concept(mapping::EXPORT_DOCUMENT),
-        "date": instant(exam.captured_at),
-        "author": [exam.device_ref()],
-        "description": format!("{} (SHA-256 {})", exam.source_file, exam.image_sha256),
-        "content": [{"attachment": {"contentType": content_type, "title": exam.source_file,
-                                    "creation": instant(exam.captured_at)}}],
-    });
-    if let Some(s) = exam.subject(ctx) {
-        d["subject"] = s;
-    }
-    d
 }
 
 fn observations(exam: &Exam, ctx: &RenderContext) -> Vec<RenderedObservation> {
@@ -536,59 +490,4 @@ fn observation(
         fields,
         resource: o,
     }
-}
-
-fn provenance(exam: &Exam, observations: &[RenderedObservation], r: &Review) -> Value {
-    let target = observations
-        .iter()
-        .find(|o| o.fields.contains(&r.field))
-        .map(|o| {
-            let id = o.resource["id"].as_str().unwrap_or_default();
-            reference(
-                "Observation",
-                id,
-                ids::OBSERVATION,
-                o.resource["identifier"][0]["value"]
-                    .as_str()
-                    .unwrap_or_default(),
-            )
-        })
-        .unwrap_or_else(|| {
-            reference(
-                "DiagnosticReport",
-                &exam.record_id,
-                ids::REPORT,
-                &exam.record_id,
-            )
-        });
-    let show = |v: &Option<String>| {
-        v.as_deref()
-            .map_or("(none)".to_owned(), |v| format!("{v:?}"))
-    };
-    let text = format!(
-        "{}: {} ({}) -> {} ({})",
-        r.field,
-        show(&r.before),
-        r.before_status,
-        show(&r.value),
-        r.decision
-    );
-    let agent = |name: &str, code: &str, display: &str| {
-        json!({"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                                     "code": code, "display": display}]},
-               "who": {"identifier": {"system": ids::USER, "value": name}, "display": name}})
-    };
-    let mut agents = vec![agent(&r.by, "verifier", "Verifier")];
-    agents.extend(r.also.iter().map(|n| agent(n, "verifier", "Verifier")));
-    json!({
-        "resourceType": "Provenance",
-        "id": provenance_id(&exam.record_id, &r.field),
-        "target": [target],
-        "recorded": instant(r.at),
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-                                 "code": "UPDATE", "display": "revise"}],
-                     "text": text},
-        "agent": agents,
-        "entity": [{"role": "source", "what": exam.document_ref()}],
-    })
 }
