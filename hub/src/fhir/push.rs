@@ -327,9 +327,13 @@ impl Pusher {
             };
             let puts = requests(&self.target.path, &resources::render(exam, ctx));
             let timeout = Duration::from_millis(self.config.push_timeout_ms);
-            let sent = match tokio::time::timeout(timeout, self.send(&puts)).await {
-                Ok(r) => r,
-                Err(_) => Err(PushError::Timeout),
+            // A shutdown does not wait for a slow server: the export stays queued.
+            let sent = tokio::select! {
+                r = tokio::time::timeout(timeout, self.send(&puts)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(PushError::Timeout),
+                },
+                _ = stop.wait_for(|s| *s) => break,
             };
             match sent {
                 Ok(()) => {
