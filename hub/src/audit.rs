@@ -49,6 +49,8 @@ pub mod actions {
     pub const REJECTS_READ: &str = "rejects.read";
     /// Rejects replayed (detail: filter and the outcomes' counts).
     pub const REJECTS_REPLAY: &str = "rejects.replay";
+    /// FHIR resources read under `/fhir` (detail: type, query or id, count).
+    pub const FHIR_READ: &str = "fhir.read";
 }
 
 /// Appends one entry. `detail` is free-form JSON (keep patient data out of it beyond the query

@@ -76,6 +76,8 @@ pub struct HubConfig {
     pub tls: crate::tls::TlsConfig,
     /// Limits on unauthenticated clients.
     pub guard: crate::guard::GuardConfig,
+    /// FHIR: the chart-number system and the optional push.
+    pub fhir: crate::fhir::FhirConfig,
 }
 
 /// Embedded broker or external broker.
@@ -445,6 +447,7 @@ impl HubConfig {
                 ));
             }
         }
+        self.fhir.check()?;
         if !self.http.listen.is_empty() && self.http.listen_addr().is_none() {
             return Err(invalid("http.listen", "not an address like 127.0.0.1:8080"));
         }

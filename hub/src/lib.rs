@@ -12,7 +12,8 @@
 //! Every stage runs [`supervise`]d: one that ends unexpectedly fails `/healthz` and makes the
 //! hub exit non-zero. [`templates`] keeps every template version the hub has seen.
 //!
-//! Beside them: [`status`] (agents' status and rejection messages), [`rejects`] (list, show and
+//! Beside them: [`fhir`] (FHIR R4 under `/fhir` and the optional push to a FHIR server),
+//! [`status`] (agents' status and rejection messages), [`rejects`] (list, show and
 //! replay what was rejected), [`review`] (people resolve flagged fields), [`http`] (health, metrics,
 //! query API, pages, behind logins), [`auth`] (device accounts), [`users`] (people's accounts,
 //! roles and sessions), [`audit`] (the append-only trail of reads and changes), [`guard`]
@@ -22,6 +23,7 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod fhir;
 pub mod guard;
 pub mod http;
 pub mod load;
@@ -108,6 +110,7 @@ pub struct Hub {
     http: Option<TcpListener>,
     external: Option<Endpoint>,
     tls: Option<tls::HubTls>,
+    push: Option<fhir::push::Pusher>,
     ready: watch::Sender<bool>,
 }
 
@@ -140,6 +143,7 @@ impl Hub {
             None => None,
         };
         let tls = tls::prepare(&config.tls)?;
+        let push = fhir::push::Pusher::new(&config.fhir)?;
         if !target.is_local() && !target.uses_tls() {
             warn!("load.tls = \"disable\" with a database on another host: the hub's database login and patient data cross the network in clear.");
         }
@@ -151,6 +155,7 @@ impl Hub {
             http,
             external,
             tls,
+            push,
             ready: watch::channel(false).0,
         })
     }
@@ -332,6 +337,7 @@ impl Hub {
                 stages: sup.health(),
                 catalog: catalog.clone(),
                 review: Arc::new(c.review.clone()),
+                fhir: Arc::new(c.fhir.clone()),
             };
             let app = http::router(state);
             let header_timeout = Duration::from_millis(c.http.header_timeout_ms);
@@ -353,6 +359,12 @@ impl Hub {
                     prune
                 );
             })
+        });
+        let push_task = self.push.map(|p| {
+            sup.spawn(
+                "fhir_push",
+                p.run(self.target.clone(), catalog.clone(), stop.clone()),
+            )
         });
         self.ready.send(true).ok();
         info!(mode = ?c.subscribe.mode, "Hub running.");
@@ -383,6 +395,9 @@ impl Hub {
         joined("templates", reload.await);
         if let Some(h) = http_task {
             joined("http", h.await);
+        }
+        if let Some(p) = push_task {
+            joined("fhir_push", p.await);
         }
         let failed = sup.health().failed();
         if !failed.is_empty() {

@@ -39,6 +39,16 @@ pub const GUARD_REFUSED: &str = "examlink_hub_guard_refused_total";
 /// Status reports and agent rejections processed (label `kind`).
 pub const DEVICE_MESSAGES: &str = "examlink_hub_device_messages_total";
 
+/// Exports waiting in the FHIR push queue (gauge, set by the push stage each pass).
+pub const FHIR_PUSH_BACKLOG: &str = "examlink_hub_fhir_push_backlog";
+/// Exports whose every resource the FHIR server accepted.
+pub const FHIR_EXPORTS_PUSHED: &str = "examlink_hub_fhir_exports_pushed_total";
+/// Resources the FHIR server accepted.
+pub const FHIR_RESOURCES_PUSHED: &str = "examlink_hub_fhir_resources_pushed_total";
+/// FHIR push attempts that failed (label `kind`: connect, tls, timeout, http, http_4xx,
+/// http_5xx, db); the export is retried with backoff.
+pub const FHIR_PUSH_FAILURES: &str = "examlink_hub_fhir_push_failures_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process's Prometheus handle, installing the recorder on first use.

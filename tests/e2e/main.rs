@@ -6,6 +6,7 @@
 //! PostgreSQL on 127.0.0.1:5432 (or `EXAMLINK_PG`). Longer soak variants:
 //! `EXAMLINK_SOAK=1 cargo test -p fleet --test e2e -- --ignored`.
 
+mod fhir;
 mod lossless;
 mod proxy;
 mod security;

@@ -264,6 +264,37 @@ impl Run {
         (code.trim().parse().unwrap_or(0), body.to_owned())
     }
 
+    /// A bearer token for `name` (`POST /api/token`).
+    pub fn token(&self, name: &str, password: &str) -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--fail", "--max-time", "10", "--cacert"])
+            .arg(self.hub.ca_file())
+            .args(["-d", &format!("name={name}"), "--data-urlencode"])
+            .arg(format!("password={password}"))
+            .arg(format!(
+                "https://127.0.0.1:{}/api/token",
+                self.hub.http_port
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "no token for {name}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// As [`Run::https_get`], with `Authorization: Bearer token`.
+    pub fn https_get_as(&self, token: &str, path: &str) -> (u16, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "30", "-w", "\n%{http_code}", "--cacert"])
+            .arg(self.hub.ca_file())
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!("https://127.0.0.1:{}{path}", self.hub.http_port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
     /// One number from the run's database (`query` returns one bigint).
     pub fn count(&self, query: &str) -> i64 {
         let Ok(mut c) = self.client() else {

@@ -18,6 +18,8 @@
 //! | `GET /` | reader | the fleet as a plain HTML page |
 //! | `GET /review?skip=` | reviewer | the review station: one pending item, keyboard first (audited) |
 //! | `POST /review` | page session + CSRF, reviewer | form `record_id`, `field`, `action=value\|absent\|escalate`, `value`, `skip` → `303` to the next item; `400` with the page and the reason |
+//! | `GET /fhir/metadata` | anyone | the FHIR CapabilityStatement |
+//! | `GET /fhir/Observation?patient=&date=&code=`, `/fhir/DiagnosticReport/{id}`, ... | reader | FHIR R4 (`application/fhir+json`), searchset Bundles with paging; audited; see [`crate::fhir::serve`] |
 //!
 //! Without a valid session: `401` (`WWW-Authenticate: Bearer`). With a role that may not:
 //! `403`. A page session's changes (every POST but the login) need its CSRF token, as the

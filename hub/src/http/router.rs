@@ -82,6 +82,8 @@ pub struct HttpState {
     pub stages: Arc<crate::supervise::StageHealth>,
     /// Which fields are keyed blind by two reviewers.
     pub review: Arc<crate::review::ReviewConfig>,
+    /// How FHIR resources are written (`/fhir`).
+    pub fhir: Arc<crate::fhir::FhirConfig>,
 }
 
 /// The routes.
@@ -105,5 +107,6 @@ pub fn router(state: HttpState) -> Router {
             get(review_page::review_page).post(review_page::review_decide),
         )
         .route("/", get(pages::fleet_page))
+        .merge(crate::fhir::serve::routes())
         .with_state(state)
 }

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "double_key",
         include_str!("../../migrations/0006_double_key.sql"),
     ),
+    (
+        7,
+        "fhir_queue",
+        include_str!("../../migrations/0007_fhir_queue.sql"),
+    ),
 ];
 
 /// Creates the schema if needed and applies the missing migrations; returns those applied.
