@@ -171,8 +171,13 @@ struct Scanner {
     unreadable: HashMap<PathBuf, Instant>,
     /// Those already warned about.
     warned: HashSet<PathBuf>,
+    /// When the digest cache was last pruned.
+    last_sweep: Option<Instant>,
     full_reported: bool,
 }
+
+/// How often the outbox's digest cache (`seen`) drops the files no longer in the folders.
+const SEEN_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// An export that stays unreadable this long gets one WARN (it is retried all along).
 const UNREADABLE_WARN_AFTER: Duration = Duration::from_secs(300);
@@ -192,6 +197,7 @@ impl Scanner {
             done: HashMap::new(),
             unreadable: HashMap::new(),
             warned: HashSet::new(),
+            last_sweep: None,
             full_reported: false,
         }
     }
@@ -281,6 +287,9 @@ impl Scanner {
 
     fn rescan(&mut self) {
         let dirs = self.ingest.config.export_dirs.clone();
+        // Files listed this time: `done` keeps only those, so it is bounded by what is in the
+        // export folders (a folder that cannot be listed costs its files one digest lookup).
+        let mut listed: HashSet<PathBuf> = HashSet::new();
         for dir in dirs {
             let mut stack = vec![dir.clone()];
             while let Some(d) = stack.pop() {
@@ -294,6 +303,9 @@ impl Scanner {
                 for entry in entries.flatten() {
                     let path = entry.path();
                     let Ok(ft) = entry.file_type() else { continue };
+                    if ft.is_file() {
+                        listed.insert(path.clone());
+                    }
                     if ft.is_dir() {
                         if self.ingest.config.recursive {
                             stack.push(path);
@@ -310,6 +322,24 @@ impl Scanner {
                         }
                     }
                 }
+            }
+        }
+        self.done.retain(|p, _| listed.contains(p));
+        let sweep_due = match self.last_sweep {
+            None => true,
+            Some(t) => t.elapsed() >= SEEN_SWEEP_EVERY,
+        };
+        if sweep_due {
+            self.last_sweep = Some(Instant::now());
+            // The outbox's digest cache: entries of files gone from the export folders.
+            match self
+                .ingest
+                .store
+                .prune_seen(|p| std::fs::metadata(p).is_ok())
+            {
+                Ok(0) => {}
+                Ok(n) => debug!(entries = n, "Digest cache: forgot files no longer there."),
+                Err(e) => warn!(error = %e, "Could not prune the digest cache."),
             }
         }
     }
@@ -555,6 +585,34 @@ mod tests {
             Default::default(),
         );
         assert!(report.last_error.unwrap().contains("outbox full"));
+    }
+
+    #[test]
+    fn files_gone_from_the_folder_leave_the_done_map_and_the_digest_cache() {
+        let (dir, ingest, store) = setup(0);
+        let file = dir.path().join("exports/a.png");
+        std::fs::write(&file, b"abc").unwrap();
+        let key = file.to_string_lossy().into_owned();
+        let st = stat(&file).unwrap();
+        let digest = record::ids::sha256_hex(b"abc");
+        store
+            .remember_seen(&key, st.size, st.mtime_ns, &digest)
+            .unwrap();
+        let mut s = Scanner::new(ingest);
+        s.done.insert(file.clone(), st);
+        // Still there and unchanged: stays known, its digest stays cached.
+        s.rescan();
+        assert!(s.done.contains_key(&file) && s.pending.is_empty());
+        assert_eq!(
+            store.seen_digest(&key, st.size, st.mtime_ns).unwrap(),
+            Some(digest)
+        );
+        // Gone: forgotten by both at the next rescan (and sweep).
+        std::fs::remove_file(&file).unwrap();
+        s.last_sweep = None;
+        s.rescan();
+        assert!(s.done.is_empty());
+        assert_eq!(store.seen_digest(&key, st.size, st.mtime_ns).unwrap(), None);
     }
 
     #[test]

@@ -29,8 +29,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Where a secret lives: a file (first line, trailing whitespace removed) or an environment
-/// variable. Neither set means no secret.
+/// Where a secret lives: a file or an environment variable, read by the rule of
+/// [`record::secret`] (one of the two; a file's first line). Neither set means no secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretRef {
     /// File holding the secret.
@@ -42,29 +42,24 @@ pub struct SecretRef {
 impl SecretRef {
     /// Reads the secret; `key` names the config section in errors.
     pub fn resolve(&self, key: &'static str) -> Result<Option<Secret>, ConfigError> {
-        match (&self.password_file, &self.password_env) {
-            (Some(_), Some(_)) => Err(ConfigError::Invalid {
-                key,
-                problem: "set password_file or password_env, not both".into(),
-            }),
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+        record::secret::read(self.password_file.as_deref(), self.password_env.as_deref())
+            .map(|s| s.map(Secret))
+            .map_err(|e| match e {
+                record::secret::SecretError::Read { path, source } => ConfigError::Io {
                     key,
-                    path: path.clone(),
-                    error,
-                })?;
-                Ok(Some(Secret(text.trim_end().to_owned())))
-            }
-            (None, Some(var)) => {
-                std::env::var(var)
-                    .map(|v| Some(Secret(v)))
-                    .map_err(|_| ConfigError::Invalid {
-                        key,
-                        problem: format!("environment variable {var} is not set"),
-                    })
-            }
-            (None, None) => Ok(None),
-        }
+                    path,
+                    error: source,
+                },
+                e => ConfigError::Invalid {
+                    key,
+                    problem: match e {
+                        record::secret::SecretError::Both => {
+                            "set password_file or password_env, not both".into()
+                        }
+                        e => e.to_string(),
+                    },
+                },
+            })
     }
 }
 

@@ -16,6 +16,7 @@ pub mod grammar;
 pub mod ids;
 pub mod record;
 pub mod rules;
+pub mod secret;
 pub mod template;
 pub mod topic;
 

@@ -7,7 +7,7 @@
 //! | `messages` | seq `u64` | format `u8` (= 1), kind `u8`, id (64 ASCII hex), payload ([`record::encode`]d, so it carries the schema version) |
 //! | `index` | id (64 ASCII hex) | seq `u64`, payload length `u32` |
 //! | `taken` | file digest (64 ASCII hex) | seq `u64` of the message it produced, taken at (Unix ms, `i64`) |
-//! | `seen` | export path (UTF-8, lossy) | size `u64`, mtime (Unix ns, `i64`), digest (64 ASCII hex): a cache that spares re-hashing |
+//! | `seen` | export path (UTF-8, lossy) | size `u64`, mtime (Unix ns, `i64`), digest (64 ASCII hex): a cache that spares re-hashing; ingest drops the files gone from the export folders every hour ([`Store::prune_seen`]) |
 //! | `deferred` | id (64 ASCII hex) | next attempt (Unix ms, `i64`), attempts `u32`, first deferred at (Unix ms, `i64`), seq `u64`, reason (UTF-8) |
 //! | `rejected` | id (64 ASCII hex) | format `u8` (= 1), rejected at (Unix ms, `i64`), seq `u64` it had, reason length `u32`, reason (UTF-8), then the whole `messages` value it had |
 //! | `meta` | `format` | the outbox format `u8` ([`OUTBOX_FORMAT`]) |
@@ -575,6 +575,22 @@ impl Store {
     pub fn forget_seen(&self, path: &str) -> Result<(), OutboxError> {
         self.seen.remove(path.as_bytes())?;
         Ok(())
+    }
+
+    /// Forgets every cached path for which `keep` is false (files no longer in the export
+    /// folders); returns how many. Only a cache: a file forgotten and seen again is hashed
+    /// again, and its digest in `taken` still keeps it from being taken twice.
+    pub fn prune_seen(&self, keep: impl Fn(&str) -> bool) -> Result<usize, OutboxError> {
+        let mut gone = 0;
+        for entry in self.seen.iter() {
+            let (k, _) = entry?;
+            let path = String::from_utf8_lossy(&k);
+            if !keep(&path) {
+                self.seen.remove(&k)?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
     }
 
     /// Messages and bytes waiting for a receipt, and the sizes of the deferred and rejected parts.

@@ -20,7 +20,8 @@ pub struct PublishConfig {
     pub broker_url: String,
     /// Broker user name; empty: the device id.
     pub username: String,
-    /// File holding the broker password (first line). Takes precedence over `password_env`.
+    /// File holding the broker password (first line; [`record::secret`]). Set this or
+    /// `password_env`, not both.
     pub password_file: Option<PathBuf>,
     /// Environment variable holding the broker password.
     pub password_env: Option<String>,
@@ -183,24 +184,16 @@ impl PublishConfig {
             }
             tracing::warn!(broker = %self.broker_url, "publish.allow_plaintext = true: the device password and every record cross the network in clear.");
         }
-        let password = match (&self.password_file, &self.password_env) {
-            (Some(path), _) => {
-                let s = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::invalid(
-                        "publish.password_file",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
+        let password =
+            record::secret::read(self.password_file.as_deref(), self.password_env.as_deref())
+                .map_err(|e| {
+                    let key = match e {
+                        record::secret::SecretError::NotSet { .. } => "publish.password_env",
+                        record::secret::SecretError::Both => "publish.password_file",
+                        record::secret::SecretError::Read { .. } => "publish.password_file",
+                    };
+                    ConfigError::invalid(key, e.to_string())
                 })?;
-                Some(s.lines().next().unwrap_or_default().to_owned())
-            }
-            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
-                ConfigError::invalid(
-                    "publish.password_env",
-                    format!("environment variable {var} is not set (or not UTF-8)"),
-                )
-            })?),
-            (None, None) => None,
-        };
         let username = if self.username.is_empty() {
             device.as_str().to_owned()
         } else {
