@@ -204,7 +204,23 @@ impl Scanner {
 
     fn run(mut self, tx: &mpsc::Sender<Taken>, stop: &AtomicBool) {
         let (ev_tx, ev_rx) = std_mpsc::channel::<PathBuf>();
-        let _watcher = self.watch(ev_tx);
+        // The watcher is set up and kept on a thread of its own: setting up a watch can block
+        // (seen under Wine: an agent that never took a file, its scan loop waiting on
+        // ReadDirectoryChangesW), and the rescans must never wait for it. The thread keeps the
+        // watcher until this loop ends (dropping `keep`).
+        let (keep, kept) = std_mpsc::channel::<()>();
+        let dirs = self.ingest.config.export_dirs.clone();
+        let recursive = self.ingest.config.recursive;
+        let watching = std::thread::Builder::new()
+            .name("ingest-watch".into())
+            .spawn(move || {
+                let _watcher = watch(&dirs, recursive, ev_tx);
+                let _ended = kept.recv();
+            });
+        if let Err(e) = watching {
+            warn!(error = %e, "File watching unavailable; relying on rescans.");
+        }
+        let _keep = keep;
         let settle = Duration::from_millis(self.ingest.config.settle_ms);
         let tick = (settle / 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
         let rescan = Duration::from_secs(self.ingest.config.rescan_secs.max(1));
@@ -234,36 +250,6 @@ impl Scanner {
                 return;
             }
         }
-    }
-
-    fn watch(&self, ev_tx: std_mpsc::Sender<PathBuf>) -> Option<notify::RecommendedWatcher> {
-        let handler = move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res {
-                for p in event.paths {
-                    if ev_tx.send(p).is_err() {
-                        return;
-                    }
-                }
-            }
-        };
-        let mut watcher = match notify::recommended_watcher(handler) {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(error = %e, "File watching unavailable; relying on rescans.");
-                return None;
-            }
-        };
-        let mode = if self.ingest.config.recursive {
-            notify::RecursiveMode::Recursive
-        } else {
-            notify::RecursiveMode::NonRecursive
-        };
-        for dir in &self.ingest.config.export_dirs {
-            if let Err(e) = watcher.watch(dir, mode) {
-                warn!(dir = %dir.display(), error = %e, "Cannot watch export folder; relying on rescans.");
-            }
-        }
-        Some(watcher)
     }
 
     fn ignored(&self, path: &Path) -> bool {
@@ -489,6 +475,42 @@ impl Scanner {
             captured_at: Utc::now(),
         }))
     }
+}
+
+/// A watcher sending the paths of every event in `dirs` to `ev_tx`; `None` when the platform
+/// cannot watch (a WARN: the rescans cover it).
+fn watch(
+    dirs: &[PathBuf],
+    recursive: bool,
+    ev_tx: std_mpsc::Sender<PathBuf>,
+) -> Option<notify::RecommendedWatcher> {
+    let handler = move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res {
+            for p in event.paths {
+                if ev_tx.send(p).is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "File watching unavailable; relying on rescans.");
+            return None;
+        }
+    };
+    let mode = if recursive {
+        notify::RecursiveMode::Recursive
+    } else {
+        notify::RecursiveMode::NonRecursive
+    };
+    for dir in dirs {
+        if let Err(e) = watcher.watch(dir, mode) {
+            warn!(dir = %dir.display(), error = %e, "Cannot watch export folder; relying on rescans.");
+        }
+    }
+    Some(watcher)
 }
 
 fn stat(path: &Path) -> std::io::Result<Stat> {

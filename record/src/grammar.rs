@@ -119,9 +119,21 @@ pub fn latest_date(today: NaiveDate) -> NaiveDate {
         .unwrap_or(today)
 }
 
-const MONTHS: [&str; 12] = [
+/// The month names devices print in `Mon` date formats (`DD-Mon-YYYY`).
+pub const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
+
+/// `d` printed with a device date format (`DD/MM/YYYY`, `DD-Mon-YYYY`, `YYYY-MM-DD`, ...): the
+/// text a device shows for a date, the inverse of a date grammar's normalisation.
+pub fn format_date(d: NaiveDate, format: &str) -> String {
+    use chrono::Datelike;
+    format
+        .replace("YYYY", &format!("{:04}", d.year()))
+        .replace("Mon", MONTHS[d.month0() as usize])
+        .replace("MM", &format!("{:02}", d.month()))
+        .replace("DD", &format!("{:02}", d.day()))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DateToken {
@@ -545,6 +557,22 @@ impl FieldSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_date_prints_what_the_date_grammar_reads_back() {
+        let d = NaiveDate::from_ymd_opt(2024, 3, 5).unwrap();
+        for (format, text) in [
+            ("DD-Mon-YYYY", "05-Mar-2024"),
+            ("DD/MM/YYYY", "05/03/2024"),
+            ("YYYY-MM-DD", "2024-03-05"),
+        ] {
+            assert_eq!(format_date(d, format), text);
+            let g = Grammar::Date {
+                format: format.into(),
+            };
+            assert_eq!(g.normalise(text).unwrap(), "2024-03-05", "{format}");
+        }
+    }
 
     fn dec(decimals: usize, sign: Sign) -> Grammar {
         Grammar::Decimal { decimals, sign }

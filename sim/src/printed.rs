@@ -7,15 +7,11 @@
 //! slack after it), a good share of them today itself, and exam times over the whole day, mostly
 //! in clinic hours, some at night, now and then in the minutes either side of midnight.
 
-use chrono::{Datelike, Duration, NaiveDate};
+use chrono::{Duration, NaiveDate};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use record::grammar::TODAY;
+use record::grammar::{MONTHS, TODAY};
 use record::{FieldSpec, Grammar, Sign};
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
 
 /// The numeric side of a decimal or integer field.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,14 +91,8 @@ pub fn format_number(x: f64, n: &Numeric) -> String {
     }
 }
 
-/// `d` printed with a date format (`DD/MM/YYYY`, `DD-Mon-YYYY`, ...).
-pub fn format_date(d: NaiveDate, format: &str) -> String {
-    format
-        .replace("YYYY", &format!("{:04}", d.year()))
-        .replace("Mon", MONTHS[d.month0() as usize])
-        .replace("MM", &format!("{:02}", d.month()))
-        .replace("DD", &format!("{:02}", d.day()))
-}
+/// `d` printed with a date format (`DD/MM/YYYY`, `DD-Mon-YYYY`, ...): [`record::grammar::format_date`].
+pub use record::grammar::format_date;
 
 /// Share of valid exam dates drawn as `today` itself.
 pub const TODAY_SHARE: f64 = 0.2;

@@ -14,15 +14,11 @@
 //! [`Calibration`] maps the sequence probability to the confidence that the whole text is
 //! right (fitted on held-out simulated crops by `training/study.py`; see models/README.md).
 
-use record::grammar::{Grammar, Sign};
+use record::grammar::{Grammar, Sign, MONTHS};
 use serde::Deserialize;
 
 /// Longest text the reader produces (models/README.md).
 pub const MAX_CHARS: usize = 12;
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
 
 /// What one field may read as.
 #[derive(Debug, Clone, PartialEq)]

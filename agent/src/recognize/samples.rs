@@ -19,17 +19,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use record::{FieldSpec, Grammar, TemplateSet};
 use vision::pyramid::Pyramid;
 use vision::{normalise_crop, Layouts};
 
 use super::input;
 use super::recognizer::{crop_png, DEFAULT_MAX_PIXELS};
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
 
 /// What a dump wrote and skipped.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,11 +46,7 @@ pub fn printed_text(spec: &FieldSpec, value: &str) -> Option<String> {
     match &spec.grammar {
         Grammar::Date { format } => {
             let d = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?;
-            let text = format
-                .replace("YYYY", &format!("{:04}", d.year()))
-                .replace("Mon", MONTHS[d.month0() as usize])
-                .replace("MM", &format!("{:02}", d.month()))
-                .replace("DD", &format!("{:02}", d.day()));
+            let text = record::grammar::format_date(d, format);
             (spec.grammar.normalise(&text).ok()? == value).then_some(text)
         }
         g => g.normalise(value).ok().filter(|v| v == value),
