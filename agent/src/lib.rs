@@ -128,10 +128,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                     source,
                 })??;
         let call: Arc<RecognizeFn> = Arc::new(move |bytes: &[u8], name: &str| {
-            recognizer
-                .recognize(bytes, name)
-                .map(Into::into)
-                .map_err(Into::into)
+            recognizer.recognize(bytes, name).map(Into::into)
         });
         call
     };

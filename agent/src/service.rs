@@ -190,6 +190,13 @@ mod windows {
             .context("connecting to the service control manager (run as Administrator)")
     }
 
+    /// The installed examlink service, opened for `access`.
+    fn open(access: ServiceAccess) -> anyhow::Result<windows_service::service::Service> {
+        manager(ServiceManagerAccess::empty())?
+            .open_service(SERVICE_NAME, access)
+            .with_context(|| format!("opening the service {SERVICE_NAME}"))
+    }
+
     /// `agent service install`: registers the service for `config` (made absolute).
     pub fn install(config: &Path) -> anyhow::Result<()> {
         let config = std::path::absolute(config).context("resolving the configuration path")?;
@@ -269,12 +276,8 @@ mod windows {
 
     /// `agent service uninstall`: stops the service if it runs, then deletes it.
     pub fn uninstall() -> anyhow::Result<()> {
-        let service = manager(ServiceManagerAccess::empty())?
-            .open_service(
-                SERVICE_NAME,
-                ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
-            )
-            .with_context(|| format!("opening the service {SERVICE_NAME}"))?;
+        let service =
+            open(ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE)?;
         stop_gracefully(&service)?;
         service.delete().context("deleting the service")?;
         Ok(())
@@ -282,12 +285,7 @@ mod windows {
 
     /// `agent service start`.
     pub fn start() -> anyhow::Result<()> {
-        let service = manager(ServiceManagerAccess::empty())?
-            .open_service(
-                SERVICE_NAME,
-                ServiceAccess::START | ServiceAccess::QUERY_STATUS,
-            )
-            .with_context(|| format!("opening the service {SERVICE_NAME}"))?;
+        let service = open(ServiceAccess::START | ServiceAccess::QUERY_STATUS)?;
         service
             .start::<OsString>(&[])
             .context("starting the service")?;
@@ -298,12 +296,7 @@ mod windows {
     /// still starting is let finish starting first (it cannot take a stop before); one already
     /// stopped is fine.
     pub fn stop() -> anyhow::Result<()> {
-        let service = manager(ServiceManagerAccess::empty())?
-            .open_service(
-                SERVICE_NAME,
-                ServiceAccess::STOP | ServiceAccess::QUERY_STATUS,
-            )
-            .with_context(|| format!("opening the service {SERVICE_NAME}"))?;
+        let service = open(ServiceAccess::STOP | ServiceAccess::QUERY_STATUS)?;
         stop_gracefully(&service)
     }
 
@@ -428,10 +421,7 @@ mod windows {
                 return 2;
             }
         };
-        match manager(ServiceManagerAccess::empty())
-            .and_then(|m| Ok(m.open_service(SERVICE_NAME, ServiceAccess::CHANGE_CONFIG)?))
-            .and_then(|s| configure_recovery(&s))
-        {
+        match open(ServiceAccess::CHANGE_CONFIG).and_then(|s| configure_recovery(&s)) {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "Cannot set the service's recovery actions.")

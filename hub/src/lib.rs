@@ -36,6 +36,7 @@ pub mod subscribe;
 pub mod supervise;
 pub mod telemetry;
 pub mod templates;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tls;
 pub mod users;

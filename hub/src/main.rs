@@ -240,7 +240,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
         match command {
-            Command::Run => hub::run(config, shutdown_signal())
+            Command::Run => hub::run(config, record::signal::shutdown())
                 .await
                 .context("running the hub"),
             Command::Migrate => {
@@ -467,25 +467,4 @@ async fn user(config: &HubConfig, action: UserAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    ctrl_c.await.ok();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await.ok();
 }

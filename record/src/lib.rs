@@ -17,6 +17,8 @@ pub mod ids;
 pub mod record;
 pub mod rules;
 pub mod secret;
+#[cfg(feature = "signal")]
+pub mod signal;
 pub mod template;
 pub mod topic;
 

@@ -9,16 +9,7 @@ use fleet::pg::PrivatePg;
 use fleet::procs::{Agent, AgentOptions, Hub};
 use fleet::{db, free_port, repo_root, score};
 
-/// Templates of the simulated devices, cycled over the devices of a run.
-pub const LAYOUTS: &[&str] = &[
-    "autoref_fw2",
-    "autoref_fw3",
-    "tonometer_fw1",
-    "tomographer_fw1",
-    "biometer_fw1",
-    "specular_fw1",
-    "asoct_fw1",
-];
+pub use fleet::LAYOUTS;
 
 /// One fleet.
 pub struct Run {

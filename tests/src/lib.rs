@@ -18,6 +18,30 @@ pub mod procs;
 pub mod score;
 pub mod wine;
 
+/// Templates of the simulated devices (all six device types, both autoref firmwares), cycled
+/// over the devices of a run.
+pub const LAYOUTS: &[&str] = &[
+    "autoref_fw2",
+    "autoref_fw3",
+    "tonometer_fw1",
+    "tomographer_fw1",
+    "biometer_fw1",
+    "specular_fw1",
+    "asoct_fw1",
+];
+
+/// Waits until something listens on 127.0.0.1:`port`, at most `timeout`.
+pub fn wait_for_port(port: u16, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    anyhow::bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}")
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released; the caller binds it again soon after).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

@@ -148,6 +148,19 @@ impl Prefix {
         self.command("wine")
     }
 
+    /// `agent.exe recognize --templates <repo>/templates --model <repo>/models`, in this prefix,
+    /// with the paths as Wine sees them; the files to read are added by the caller.
+    pub fn recognize(&self, repo: &Path) -> anyhow::Result<Command> {
+        let mut c = self.wine();
+        c.arg(agent_exe()?)
+            .arg("recognize")
+            .arg("--templates")
+            .arg(win_path(&repo.join("templates")))
+            .arg("--model")
+            .arg(win_path(&repo.join("models")));
+        Ok(c)
+    }
+
     /// Waits until the prefix's wineserver is idle and gone (after installs, before reading
     /// the registry files).
     pub fn wait_server(&self) {

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use record::{DeviceId, Field, FieldStatus, Record, RecordId, Rejection, ReviewCrop};
 
 use crate::ingest::Taken;
+pub use crate::recognize::Refusal;
 
 /// Template id used to derive rejection ids.
 pub use record::REJECTION_TEMPLATE_ID;
@@ -40,25 +41,6 @@ pub struct Recognition {
     pub crops: Vec<(String, Vec<u8>)>,
     /// Version of the model that read the fields.
     pub model_version: String,
-}
-
-/// Why an export cannot become a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// Stable code (`empty_file`, `not_an_image`, `too_large`, `unknown_layout`, ...).
-    pub code: String,
-    /// Human-readable reason.
-    pub reason: String,
-}
-
-impl Refusal {
-    /// A refusal with `code` and `reason`.
-    pub fn new(code: &str, reason: impl Into<String>) -> Self {
-        Self {
-            code: code.to_owned(),
-            reason: reason.into(),
-        }
-    }
 }
 
 /// The id the hub's receipt for `rejection` names.

@@ -5,10 +5,6 @@
 //!
 //! Codes: `empty_file`, `too_large`, `not_an_image`, `unsupported_format`, `corrupt_image`.
 
-use std::io::Cursor;
-
-use image::ImageReader;
-
 use super::build::Refusal;
 use crate::ingest::Taken;
 
@@ -27,39 +23,14 @@ pub fn screen(taken: &Taken, max_file_bytes: u64, max_pixels: u64) -> Result<(u3
             ),
         ));
     };
-    if bytes.is_empty() {
-        return Err(Refusal::new(EMPTY_FILE, "file is empty (0 bytes)"));
-    }
-    let format = image::guess_format(bytes).map_err(|_| {
-        Refusal::new(
-            NOT_AN_IMAGE,
-            "not an image: no PNG, JPEG or BMP signature at the start of the file",
-        )
-    })?;
-    let reader = ImageReader::with_format(Cursor::new(bytes), format);
-    let (w, h) = reader.into_dimensions().map_err(|e| match e {
-        image::ImageError::Unsupported(_) => Refusal::new(
-            UNSUPPORTED_FORMAT,
-            format!("{format:?} images are not read (PNG, JPEG and BMP are): {e}"),
-        ),
-        e => Refusal::new(
-            CORRUPT_IMAGE,
-            format!("cannot read the {format:?} header: {e}"),
-        ),
-    })?;
-    let pixels = u64::from(w) * u64::from(h);
-    if pixels > max_pixels || w == 0 || h == 0 {
-        return Err(Refusal::new(
-            TOO_LARGE,
-            format!("image is {w}x{h} = {pixels} pixels; recognize.max_pixels = {max_pixels}"),
-        ));
-    }
+    let (_, w, h) = crate::recognize::input::header(bytes, max_pixels)?;
     Ok((w, h))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
     use std::path::PathBuf;
 
     fn taken(bytes: Option<Vec<u8>>) -> Taken {
@@ -106,29 +77,13 @@ mod tests {
         );
     }
 
-    /// CRC-32 (IEEE), enough to forge a valid PNG header.
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = !0u32;
-        for b in bytes {
-            c ^= u32::from(*b);
-            for _ in 0..8 {
-                c = if c & 1 == 1 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-
     #[test]
     fn a_bomb_header_is_refused_without_decoding() {
         // A valid PNG header claiming 100000 x 100000 pixels, and no pixel data at all.
         let mut p = png(1, 1);
         p[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         p[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-        let crc = crc32(&p[12..29]);
+        let crc = crc32fast::hash(&p[12..29]);
         p[29..33].copy_from_slice(&crc.to_be_bytes());
         let r = screen(&taken(Some(p)), 1 << 20, 10_000);
         assert_eq!(r.unwrap_err().code, TOO_LARGE);

@@ -28,11 +28,12 @@ use std::time::{Duration, Instant};
 mod scoring;
 
 use agent::recognize::command::load;
-use agent::recognize::samples::{dump_sample_crops, labelled_exports};
+use agent::recognize::samples::dump_sample_crops;
 use agent::recognize::Recognizer;
 use anyhow::{bail, Context};
 use clap::Parser;
 use record::TemplateSet;
+use sim::samples::labelled_exports;
 
 #[derive(Debug, Parser)]
 #[command(about = "Recognition speed and accuracy against Tesseract 5 on the same crops")]

@@ -18,10 +18,10 @@ use std::time::Instant;
 mod scoring;
 
 use agent::recognize::command::load;
-use agent::recognize::samples::labelled_exports;
 use agent::recognize::Recognizer;
 use anyhow::{bail, Context};
 use clap::Parser;
+use sim::samples::labelled_exports;
 
 #[derive(Debug, Parser)]
 #[command(about = "Recognition on simulated stress and look-alike sets")]

@@ -571,12 +571,6 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets `path` (it left the export folder).
-    pub fn forget_seen(&self, path: &str) -> Result<(), OutboxError> {
-        self.seen.remove(path.as_bytes())?;
-        Ok(())
-    }
-
     /// Forgets every cached path for which `keep` is false (files no longer in the export
     /// folders); returns how many. Only a cache: a file forgotten and seen again is hashed
     /// again, and its digest in `taken` still keeps it from being taken twice.
@@ -809,10 +803,15 @@ pub(crate) mod tests {
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let d = "ab".repeat(32);
         store.remember_seen("/x/a.png", 10, 5, &d).unwrap();
-        assert_eq!(store.seen_digest("/x/a.png", 10, 5).unwrap(), Some(d));
+        assert_eq!(
+            store.seen_digest("/x/a.png", 10, 5).unwrap(),
+            Some(d.clone())
+        );
         assert_eq!(store.seen_digest("/x/a.png", 11, 5).unwrap(), None);
-        store.forget_seen("/x/a.png").unwrap();
+        store.remember_seen("/x/b.png", 10, 5, &d).unwrap();
+        assert_eq!(store.prune_seen(|p| p == "/x/b.png").unwrap(), 1);
         assert_eq!(store.seen_digest("/x/a.png", 10, 5).unwrap(), None);
+        assert_eq!(store.seen_digest("/x/b.png", 10, 5).unwrap(), Some(d));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use anyhow::Context;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::Serialize as DeriveSerialize;
 
-use super::recognizer::{Recognized, Recognizer, Unrecognized};
+use super::recognizer::{Recognized, Recognizer, Refusal};
 
 /// Loads templates and model, then prints one JSON line per file to `out`.
 pub fn recognize_files(
@@ -40,7 +40,7 @@ pub fn recognize_files(
             |n| n.to_string_lossy().into_owned(),
         );
         let result = std::fs::read(file)
-            .map_err(|e| Unrecognized::new("io_error", format!("reading {}: {e}", file.display())))
+            .map_err(|e| Refusal::new("io_error", format!("reading {}: {e}", file.display())))
             .and_then(|bytes| recognizer.recognize(&bytes, &name));
         let line = json_line(&name, &result);
         writeln!(out, "{line}").context("writing the output")?;
@@ -77,7 +77,7 @@ pub fn locate(p: &Path) -> PathBuf {
 }
 
 /// The JSON line for one file.
-pub fn json_line(file: &str, result: &Result<Recognized, Unrecognized>) -> String {
+pub fn json_line(file: &str, result: &Result<Recognized, Refusal>) -> String {
     let line = match result {
         Ok(r) => Line {
             file,

@@ -8,7 +8,8 @@
 //! - [`recognizer`]: the whole chain for one export ([`Recognizer::recognize`]).
 //! - [`load`]: templates, plates and model into a [`Recognizer`], once at start-up.
 //! - [`command`]: `agent recognize FILE...`, one JSON line per file.
-//! - [`samples`]: aligned crops of real labelled exports (the reader's validation set).
+//! - `samples` (feature `samples`, dev tools only): aligned crops of real labelled exports (the
+//!   reader's validation set).
 
 pub mod command;
 pub mod decode;
@@ -16,10 +17,12 @@ pub mod input;
 pub mod load;
 pub mod model;
 pub mod recognizer;
+#[cfg(feature = "samples")]
 pub mod samples;
 pub mod validate;
 
 pub use command::recognize_files;
 pub use load::LoadError;
-pub use recognizer::{Recognized, Recognizer, RecognizerError, Timings, Unrecognized};
+pub use recognizer::{Recognized, Recognizer, RecognizerError, Refusal, Timings};
+#[cfg(feature = "samples")]
 pub use samples::dump_sample_crops;

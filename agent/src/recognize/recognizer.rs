@@ -5,7 +5,7 @@
 //! field's grammar constraint → per-field status ([`super::validate`]) → template rules →
 //! PNG crops of the fields that need review.
 //!
-//! Expected outcomes are values: an export that cannot be read is an [`Unrecognized`] with a
+//! Expected outcomes are values: an export that cannot be read is a [`Refusal`] with a
 //! stable code (`empty_file`, `not_an_image`, `unsupported_format`, `corrupt_image`,
 //! `too_large`, `unknown_layout`, `model_error`) and a reason; nothing here panics on input.
 
@@ -29,17 +29,18 @@ pub const MODEL_ERROR: &str = "model_error";
 /// Default pixel cap (a 1920x1080 screen is 2 Mpx, an A4 scan at 300 dpi 8.7 Mpx).
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
 
-/// Why an export was not turned into fields: a stable code and a specific reason.
+/// Why an export cannot become a record, refused by the assemble stage's screen or by the
+/// recognizer: a stable code and a specific reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {reason}")]
-pub struct Unrecognized {
+pub struct Refusal {
     /// Stable reason code.
     pub code: String,
     /// Human-readable reason.
     pub reason: String,
 }
 
-impl Unrecognized {
+impl Refusal {
     /// A rejection with `code` and `reason`.
     pub fn new(code: &str, reason: impl Into<String>) -> Self {
         Self {
@@ -157,7 +158,7 @@ impl Recognizer {
 
     /// Reads one export. `file_name` only labels log lines.
     #[tracing::instrument(level = "debug", skip(self, bytes), fields(template))]
-    pub fn recognize(&self, bytes: &[u8], file_name: &str) -> Result<Recognized, Unrecognized> {
+    pub fn recognize(&self, bytes: &[u8], file_name: &str) -> Result<Recognized, Refusal> {
         let t0 = Instant::now();
         let mut timings = Timings::default();
         let decoded = input::decode(bytes, self.max_pixels)?;
@@ -167,10 +168,10 @@ impl Recognizer {
         let m = self
             .layouts
             .identify_pyramid(&pyramid)
-            .map_err(|u| Unrecognized::new(UNKNOWN_LAYOUT, u.reason))?;
+            .map_err(|u| Refusal::new(UNKNOWN_LAYOUT, u.reason))?;
         tracing::Span::current().record("template", m.template_id.as_str());
         let Some(t) = self.templates.get(&m.template_id) else {
-            return Err(Unrecognized::new(
+            return Err(Refusal::new(
                 UNKNOWN_LAYOUT,
                 format!("template {} vanished", m.template_id),
             ));
@@ -189,14 +190,14 @@ impl Recognizer {
         timings.crops = t0.elapsed() - timings.decode - timings.identify;
         let t_read = Instant::now();
         let readings = self.model.read(&crops, &constraints).map_err(|e| {
-            Unrecognized::new(
+            Refusal::new(
                 MODEL_ERROR,
                 format!("reading the fields of {file_name}: {e}"),
             )
         })?;
         timings.read = t_read.elapsed();
         if readings.len() != t.fields.len() {
-            return Err(Unrecognized::new(
+            return Err(Refusal::new(
                 MODEL_ERROR,
                 format!(
                     "the model returned {} readings for {} fields",
@@ -274,15 +275,6 @@ impl From<Recognized> for crate::assemble::build::Recognition {
             fields: r.fields,
             crops: r.crops,
             model_version: r.model_version,
-        }
-    }
-}
-
-impl From<Unrecognized> for crate::assemble::build::Refusal {
-    fn from(u: Unrecognized) -> Self {
-        Self {
-            code: u.code,
-            reason: u.reason,
         }
     }
 }

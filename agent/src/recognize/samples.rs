@@ -16,11 +16,12 @@
 //! (`---` or `Err`: which one is not in the label).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use chrono::NaiveDate;
 use record::{FieldSpec, Grammar, TemplateSet};
+use sim::samples::labelled_exports;
 use vision::pyramid::Pyramid;
 use vision::{normalise_crop, Layouts};
 
@@ -51,33 +52,6 @@ pub fn printed_text(spec: &FieldSpec, value: &str) -> Option<String> {
         }
         g => g.normalise(value).ok().filter(|v| v == value),
     }
-}
-
-/// Every labelled export under `dir` (recursively): image path and label path.
-pub fn labelled_exports(dir: &Path) -> std::io::Result<Vec<(PathBuf, PathBuf)>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d)? {
-            let p = e?.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let ext = p
-                .extension()
-                .and_then(|x| x.to_str())
-                .map(str::to_ascii_lowercase);
-            if matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "bmp")) {
-                let label = p.with_extension("json");
-                if label.is_file() {
-                    out.push((p, label));
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 #[derive(serde::Deserialize)]

@@ -422,41 +422,8 @@ async fn copy_chunk(c: &mut tokio_postgres::Client, chunk: &[Record]) -> anyhow:
             .await?;
     }
     w.finish().await?;
-    let sink = tx
-        .copy_in(
-            "COPY measurements (record_id, field, value, number, unit, status, confidence, reason) \
-             FROM STDIN BINARY",
-        )
-        .await?;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::FLOAT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::FLOAT4,
-        Type::TEXT,
-    ];
-    let mut w = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-    for r in chunk {
-        for f in &r.fields {
-            let status = f.status.as_str();
-            w.as_mut()
-                .write(&[
-                    &r.record_id.as_str(),
-                    &f.name,
-                    &f.value,
-                    &f.number,
-                    &f.unit,
-                    &status,
-                    &f.confidence,
-                    &f.reason,
-                ])
-                .await?;
-        }
-    }
-    w.finish().await?;
+    let refs: Vec<&Record> = chunk.iter().collect();
+    hub::load::batch::copy_measurements(&tx, &refs).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use record::topic::{results_topic, DeviceTopic};
-use record::{DeviceId, Receipt, ReceiptOutcome};
+use record::{DeviceId, Receipt, ReceiptOutcome, Record};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
@@ -212,7 +212,8 @@ pub async fn write(
         .copied()
         .filter(|v| new.contains(v.record.record_id.as_str()))
         .collect();
-    copy_measurements(&tx, &fresh).await?;
+    let fresh_records: Vec<&Record> = fresh.iter().map(|v| &v.record).collect();
+    copy_measurements(&tx, &fresh_records).await?;
     insert_review(&tx, st, &fresh).await?;
     if !fresh.is_empty() {
         let ids: Vec<&str> = fresh.iter().map(|v| v.record.record_id.as_str()).collect();
@@ -352,11 +353,13 @@ async fn insert_records(
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
-async fn copy_measurements(
+/// COPYs the measurements of `records` into `measurements` inside `tx` (the load stage's bulk
+/// path; `hub-bench` measures its ceiling with the same writer).
+pub async fn copy_measurements(
     tx: &tokio_postgres::Transaction<'_>,
-    fresh: &[&Valid],
+    records: &[&Record],
 ) -> Result<(), tokio_postgres::Error> {
-    if fresh.is_empty() {
+    if records.is_empty() {
         return Ok(());
     }
     let sink = tx.copy_in(COPY_MEASUREMENTS).await?;
@@ -371,9 +374,9 @@ async fn copy_measurements(
         Type::TEXT,
     ];
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-    for v in fresh {
-        let id = v.record.record_id.as_str();
-        for f in &v.record.fields {
+    for r in records {
+        let id = r.record_id.as_str();
+        for f in &r.fields {
             let status = f.status.as_str();
             writer
                 .as_mut()

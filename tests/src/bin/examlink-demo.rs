@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use fleet::feed::{Device, Feed};
 use fleet::procs::{Agent, Hub};
-use fleet::{db, free_port, repo_root, score};
+use fleet::{db, free_port, repo_root, score, wait_for_port};
 
 /// The read-only account the printed `mosquitto_sub` line uses.
 const VIEWER: &str = "viewer";
@@ -257,15 +257,4 @@ fn report(client: &mut postgres::Client, devices: &[Device]) -> anyhow::Result<(
         total.silent
     );
     Ok(())
-}
-
-fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}")
 }

@@ -1,25 +1,4 @@
-//! validate: decide whether a record payload is trustworthy. The hub never trusts an agent:
-//! every check the agent made is made again, against the hub's own copy of the templates.
-//!
-//! In order: the gate's verdict, topic, size, schema version and shape ([`record::decode`]),
-//! payload device = topic device, text sanity, known template and version, record id derived
-//! from content, every field (names and order, status consistency, and for `ok` fields
-//! [`record::FieldSpec::check_value_at`], number and unit), header = fields, the template's rules,
-//! dates, review crops. The first failure becomes a [`Reject`] with a stable code (a bounded
-//! metrics label) and a reason naming the field and value.
-//!
-//! Two kinds of failure ([`Reject::defer`]):
-//! - *not yet* ([`is_deferred`]): a template id or version the hub has not seen, a newer schema
-//!   version; (in the load stage) a device not registered yet or registered with another type.
-//!   Answered `deferred`: the agent keeps the record and sends it again later.
-//! - *never as it is*: everything else (malformed JSON, a forged id, a device publishing as
-//!   another, a value its own template refuses). Answered `rejected`, and the whole payload is
-//!   kept in `rejects` for `hub rejects replay`.
-//!
-//! A device clock far off is never a failure: the record is stored with `clock_suspect` and a
-//! review item ([`Valid::clock`]).
-//!
-//! Pure: no I/O; [`run`] only moves messages between the stage's channels.
+//! The checks of one message against the hub's templates (see the stage's docs in `validate`).
 
 use std::sync::Arc;
 
@@ -29,14 +8,11 @@ use record::rules::Seen;
 use record::topic::DeviceTopic;
 use record::{CodecError, DeviceId, Record, RecordId, Template, TemplateSet};
 
-use crate::templates::{Catalog, Versions};
-use tokio::sync::mpsc;
-
 use crate::config::ValidateConfig;
 use crate::subscribe::Inbound;
-use crate::telemetry;
+use crate::templates::{Catalog, Versions};
 
-mod fields;
+use super::fields;
 
 /// Decoded review crops: field name and PNG bytes.
 pub type Crops = Vec<(String, Vec<u8>)>;
@@ -332,44 +308,6 @@ fn record_id_of(payload: &[u8]) -> Option<RecordId> {
     RecordId::parse(v.get("record_id")?.as_str()?).ok()
 }
 
-/// The stage loop: checks every message from `rx` and sends the outcome to `tx`; ends when
-/// either side closes.
-pub async fn run(validator: Validator, mut rx: mpsc::Receiver<Inbound>, tx: mpsc::Sender<Checked>) {
-    while let Some(inbound) = rx.recv().await {
-        metrics::counter!(telemetry::RECORDS_RECEIVED).increment(1);
-        let checked = validator.check(inbound, Utc::now());
-        match &checked {
-            Checked::Rejected(r) if r.defer => tracing::info!(
-                device = r.device.as_ref().map(DeviceId::as_str).unwrap_or("?"),
-                record = r.record_id.as_ref().map(RecordId::as_str).unwrap_or("?"),
-                code = r.code,
-                reason = %r.reason,
-                "Record deferred: the hub cannot take it yet; the agent keeps it."
-            ),
-            Checked::Rejected(r) => tracing::warn!(
-                device = r.device.as_ref().map(DeviceId::as_str).unwrap_or("?"),
-                record = r.record_id.as_ref().map(RecordId::as_str).unwrap_or("?"),
-                code = r.code,
-                reason = %r.reason,
-                "Record rejected."
-            ),
-            Checked::Valid(v) => {
-                if let Some(why) = &v.clock {
-                    tracing::warn!(
-                        device = %v.record.device_id,
-                        record = %v.record.record_id,
-                        file = %v.record.source_file,
-                        reason = %why,
-                        "Clock suspect: stored, with a review item."
-                    );
-                }
-            }
-        }
-        if tx.send(checked).await.is_err() {
-            break;
-        }
-    }
-}
-
 #[cfg(test)]
+#[path = "tests.rs"]
 mod tests;

@@ -1,0 +1,151 @@
+//! The verdict on a fitted map: every anchor verified at its fitted position, scale and
+//! rotation within the layout's range, the firmware and model checks.
+
+use crate::affine::Affine;
+use crate::firmware::FirmwareCheck;
+use crate::fit::{fit, rotation_deg, Motion};
+use crate::layout::{LayoutInfo, Thresholds, Variant};
+use crate::pyramid::Pyramid;
+
+use super::matching::{
+    dist, Attempt, Located, MIN_ANCHORS_INSIDE, ROTATION_SLACK_DEG, SCALE_SLACK,
+};
+
+pub(super) fn score(
+    v: &Variant,
+    info: &LayoutInfo,
+    img: &Pyramid,
+    thr: &Thresholds,
+    map: Affine,
+    located: &Located,
+    centres: &[(f32, f32)],
+) -> Attempt {
+    let n = v.anchors.len();
+    let (found, outside) = (located.at, located.outside);
+    let q: Vec<(f32, f32)> = found
+        .iter()
+        .map(|f| f.unwrap_or((f32::NAN, f32::NAN)))
+        .collect();
+    let to_ref = 1.0 / (v.s0 * map.scale().max(1e-6));
+    // An anchor left out at the edge scores NaN and does not take part in the minimum.
+    let ncc: Vec<f32> = v
+        .anchors
+        .iter()
+        .zip(outside)
+        .map(|(a, &out)| if out { f32::NAN } else { a.verify(img, &map) })
+        .collect();
+    let residual: Vec<f32> = (0..n)
+        .map(|i| dist(map.apply(centres[i].0, centres[i].1), q[i]) * to_ref)
+        .collect();
+    let loo: Vec<Option<f32>> = (0..n)
+        .map(|i| {
+            if outside[i] {
+                return None;
+            }
+            let (src, dst): (Vec<_>, Vec<_>) = (0..n)
+                .filter(|&j| j != i && !outside[j])
+                .map(|j| (centres[j], q[j]))
+                .unzip();
+            let enough = if info.motion == Motion::Translation {
+                1
+            } else {
+                2
+            };
+            if src.len() < enough {
+                return None;
+            }
+            let m = fit(info.motion, &src, &dst)?;
+            Some(dist(m.apply(centres[i].0, centres[i].1), q[i]) * to_ref)
+        })
+        .collect();
+    let firmware = v.firmware.check(img, &map);
+    let model = v.model.as_ref().map(|m| m.check(img, &map));
+    let differs = |c: &FirmwareCheck| {
+        c.worst > thr.firmware_max_residual || c.ratio() > thr.firmware_max_ratio
+    };
+    let (weakest, score) = ncc
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, s)| !s.is_nan())
+        .fold(
+            (0, f32::INFINITY),
+            |b, (i, s)| if s < b.1 { (i, s) } else { b },
+        );
+    let (s, rot) = (map.scale() * v.s0 / v.nominal, rotation_deg(&map));
+    let inside_count = outside.iter().filter(|&&o| !o).count();
+    let failure = if inside_count < MIN_ANCHORS_INSIDE.min(n) {
+        Some(format!(
+            "only {inside_count} of {n} anchors inside the export (at least {} needed)",
+            MIN_ANCHORS_INSIDE.min(n)
+        ))
+    } else if score < thr.anchor_min_ncc {
+        Some(format!(
+            "anchor {:?} NCC {score:.2} < {:.2}",
+            v.anchors[weakest].name, thr.anchor_min_ncc
+        ))
+    } else if let Some(name) = [
+        Some((&v.firmware, &firmware)),
+        v.model.as_ref().zip(model.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|(_, c)| c.cut_off)
+    .map(|(r, _)| &v.anchors[r.anchor].name)
+    {
+        Some(format!(
+            "anchor {name:?} (the device's identity string) runs off the export's edge, so it \
+             cannot be verified: an export cropped or shifted past the frame?"
+        ))
+    } else if differs(&firmware) {
+        Some(format!(
+            "firmware anchor {:?} differs from the template's {:?}: worst character window residual {:.2} \
+             ({:.1}x the typical window; limits {:.2} and {:.1}x): another firmware version?",
+            v.anchors[v.firmware.anchor].name,
+            info.firmware_string,
+            firmware.worst,
+            firmware.ratio(),
+            thr.firmware_max_residual,
+            thr.firmware_max_ratio
+        ))
+    } else if let Some((m, c)) = v
+        .model
+        .as_ref()
+        .zip(model.as_ref())
+        .filter(|(_, c)| differs(c))
+    {
+        Some(format!(
+            "model anchor {:?} differs from the template's: worst character window residual {:.2} \
+             ({:.1}x the typical window; limits {:.2} and {:.1}x): a look-alike device?",
+            v.anchors[m.anchor].name,
+            c.worst,
+            c.ratio(),
+            thr.firmware_max_residual,
+            thr.firmware_max_ratio
+        ))
+    } else if s < info.scale[0] - SCALE_SLACK || s > info.scale[1] + SCALE_SLACK {
+        Some(format!(
+            "fitted scale {s:.3} outside {:.3}..{:.3}",
+            info.scale[0], info.scale[1]
+        ))
+    } else if rot.abs() > info.rotation_deg + ROTATION_SLACK_DEG {
+        Some(format!(
+            "fitted rotation {rot:.2}° beyond ±{:.2}°",
+            info.rotation_deg
+        ))
+    } else {
+        None
+    };
+    Attempt {
+        layout: v.layout,
+        s0: v.s0,
+        map,
+        ncc,
+        residual,
+        loo,
+        firmware,
+        model,
+        score: score.max(0.0),
+        failure,
+    }
+}
