@@ -144,6 +144,9 @@ enum OutboxCommand {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: see the function.
+    #[cfg(windows)]
+    agent::recognize::model::keep_tract_off_wmic();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::PrintConfig => {
@@ -373,35 +376,12 @@ fn run(config: &std::path::Path, format: LogFormat) -> ExitCode {
         }
     };
     agent::logfile::install(format, file);
-    match agent::run_blocking(settings, shutdown_signal()) {
+    match agent::run_blocking(settings, record::signal::shutdown()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "Agent failed.");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on Ctrl-C, or SIGTERM where there is one.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _signalled = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _signalled = tokio::signal::ctrl_c().await;
     }
 }

@@ -57,13 +57,8 @@ fn recognize_prints_the_same_json_as_the_linux_build_on_every_sample() {
     );
     let prefix = Prefix::shared().unwrap();
     let windows = prefix
-        .wine()
-        .arg(wine::agent_exe().unwrap())
-        .arg("recognize")
-        .arg("--templates")
-        .arg(wine::win_path(&root.join("templates")))
-        .arg("--model")
-        .arg(wine::win_path(&root.join("models")))
+        .recognize(&root)
+        .unwrap()
         .args(files.iter().map(|f| wine::win_path(f)))
         .output()
         .unwrap();
@@ -88,11 +83,15 @@ fn recognize_prints_the_same_json_as_the_linux_build_on_every_sample() {
     );
 }
 
-/// Layouts of the Windows agents (one per device type the tests cover). Not the specular
-/// microscope yet: under Wine its agent (BMP exports) intermittently takes no export at all
-/// (3 of about 10 runs; cause not found, issue #15 stays open for it), while its samples read
-/// byte-identically through `agent.exe recognize`.
-const LAYOUTS: &[&str] = &["autoref_fw3", "biometer_fw1", "tonometer_fw1"];
+/// Layouts of the Windows agents (one per device type the tests cover; four agents started
+/// together, which is what made tract's `wmic` probe hang under Wine before the agent kept
+/// tract off it: `agent::recognize::model::keep_tract_off_wmic`).
+const LAYOUTS: &[&str] = &[
+    "autoref_fw3",
+    "biometer_fw1",
+    "specular_fw1",
+    "tonometer_fw1",
+];
 
 #[test]
 #[ignore = "needs the Windows build and Wine: scripts/test runs it"]
@@ -196,12 +195,8 @@ fn recognize_reads_an_export_whose_path_is_longer_than_max_path() {
     let run = |file: String| {
         let out = Prefix::shared()
             .unwrap()
-            .wine()
-            .arg(wine::agent_exe().unwrap())
-            .args(["recognize", "--templates"])
-            .arg(wine::win_path(&root.join("templates")))
-            .arg("--model")
-            .arg(wine::win_path(&root.join("models")))
+            .recognize(&root)
+            .unwrap()
             .arg(file)
             .output()
             .unwrap();

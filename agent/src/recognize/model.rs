@@ -167,6 +167,30 @@ fn plan(bytes: &[u8], path: &Path, spec: &ModelSpec, threads: usize) -> Result<P
     model.into_runnable_with_options(&options).map_err(err)
 }
 
+/// Keeps tract off `wmic.exe` (call once at process start, before any thread is spawned).
+///
+/// tract-linalg 0.23 sizes its matrix-product blocking from the CPU caches, and on Windows it
+/// reads them by running `wmic cpu get L2CacheSize,L3CacheSize` at the first product, that is
+/// at the agent's first recognition. That child process is a hidden dependency on WMI from a
+/// service; `wmic` is deprecated and no longer installed by default on Windows 11 24H2; and
+/// under Wine it intermittently never exits when several processes start together, so the
+/// agent waited for ever on its first export, with nothing in its log (#15). This drops the
+/// folders holding `wmic.exe` (`System32\Wbem`) from this process's `PATH`, so the probe fails
+/// at once and tract uses its default cache sizes (the model's products are small; the readings
+/// are the same, checked by the Wine test that compares `agent.exe recognize` with Linux).
+#[cfg(windows)]
+pub fn keep_tract_off_wmic() {
+    let Some(path) = std::env::var_os("PATH") else {
+        return;
+    };
+    let kept: Vec<std::path::PathBuf> = std::env::split_paths(&path)
+        .filter(|dir| !dir.join("wmic.exe").is_file())
+        .collect();
+    if let Ok(joined) = std::env::join_paths(kept) {
+        std::env::set_var("PATH", joined);
+    }
+}
+
 /// tract runs its matrix products on one thread unless the `multithread-mm` feature of
 /// tract-linalg is enabled; `threads` is honoured only then.
 fn executor(threads: usize) -> Option<multithread::Executor> {
