@@ -188,29 +188,26 @@ struct Staged {
     to: PathBuf,
 }
 
-/// Renders `n` exports of `dev` into `staging`; they land in `exports` when [`land`]ed.
-fn stage(
-    feed: &Feed,
-    dev: &Device,
-    staging: &Path,
-    exports: &Path,
-    n: usize,
-) -> anyhow::Result<(Device, Vec<Staged>)> {
-    std::fs::create_dir_all(staging)?;
-    let mut d = dev.clone();
-    d.exports = staging.to_owned();
+/// Renders the next `n` exports of `dev` into its folder under `staging` (numbering goes on in
+/// `dev`); they land in `dev.exports` when [`land`]ed.
+fn stage(feed: &Feed, dev: &mut Device, staging: &Path, n: usize) -> anyhow::Result<Vec<Staged>> {
+    let dir = staging.join(&dev.id);
+    std::fs::create_dir_all(&dir)?;
+    let mut rendering = Device {
+        exports: dir.clone(),
+        ..dev.clone()
+    };
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let file = feed.emit(&mut d)?;
+        let file = feed.emit(&mut rendering)?;
         out.push(Staged {
-            from: staging.join(&file),
-            to: exports.join(&file),
+            from: dir.join(&file),
+            to: dev.exports.join(&file),
             file,
         });
     }
-    let mut back = d;
-    back.exports = dev.exports.clone();
-    Ok((back, out))
+    dev.next = rendering.next;
+    Ok(out)
 }
 
 /// Renames `s` into the export folder; returns when it landed.
@@ -385,10 +382,8 @@ fn run(args: &Args, database: &str) -> anyhow::Result<()> {
     // Warm-up: one export per device, not measured (model loading, first connections).
     let staging = workdir.join("staging");
     let mut warm = Vec::new();
-    for (i, (d, a)) in devs.iter_mut().zip(&agents).enumerate() {
-        let (next, staged) = stage(&feed, d, &staging.join(i.to_string()), &a.exports, 1)?;
-        *d = next;
-        for s in &staged {
+    for d in &mut devs {
+        for s in &stage(&feed, d, &staging, 1)? {
             land(s)?;
             warm.push(s.file.clone());
         }
@@ -403,14 +398,7 @@ fn run(args: &Args, database: &str) -> anyhow::Result<()> {
         let mut landed = Vec::new();
         for k in 0..args.idle {
             let i = k % LAYOUTS.len().min(devices);
-            let (next, staged) = stage(
-                &feed,
-                &devs[i],
-                &staging.join(i.to_string()),
-                &agents[i].exports,
-                1,
-            )?;
-            devs[i] = next;
+            let staged = stage(&feed, &mut devs[i], &staging, 1)?;
             let t0 = land(&staged[0])?;
             let refused = results.wait_all(
                 &[staged[0].file.clone()],
@@ -435,16 +423,8 @@ fn run(args: &Args, database: &str) -> anyhow::Result<()> {
     if args.per_device > 0 {
         let t = Instant::now();
         let mut staged = Vec::new();
-        for (i, (d, a)) in devs.iter_mut().zip(&agents).enumerate() {
-            let (next, s) = stage(
-                &feed,
-                d,
-                &staging.join(i.to_string()),
-                &a.exports,
-                args.per_device,
-            )?;
-            *d = next;
-            staged.extend(s);
+        for d in &mut devs {
+            staged.extend(stage(&feed, d, &staging, args.per_device)?);
         }
         println!(
             "burst: {} exports rendered in {:.1} s (before the clock starts)",
@@ -494,14 +474,7 @@ fn run(args: &Args, database: &str) -> anyhow::Result<()> {
 
     if args.drain > 0 {
         hub.proc.stop(Duration::from_secs(30));
-        let (next, staged) = stage(
-            &feed,
-            &devs[0],
-            &staging.join("0"),
-            &agents[0].exports,
-            args.drain,
-        )?;
-        devs[0] = next;
+        let staged = stage(&feed, &mut devs[0], &staging, args.drain)?;
         let since = Utc::now();
         for s in &staged {
             land(s)?;
