@@ -7,7 +7,8 @@
 //!    [`gate`](subscribe::gate), or an external broker with a shared subscription.
 //! 2. [`validate`]: schema version, template, every field's grammar/range/step, rules, dates.
 //! 3. [`load`]: one transaction per batch, idempotent by record id; rejects stored too.
-//! 4. [`republish`]: after COMMIT, the device's receipt and the live result.
+//! 4. [`republish`]: after COMMIT, the device's receipt and the live result; each review
+//!    decision's new revision of a record, again on the live results topic.
 //!
 //! Every stage runs [`supervise`]d: one that ends unexpectedly fails `/healthz` and makes the
 //! hub exit non-zero. [`templates`] keeps every template version the hub has seen.
@@ -278,6 +279,10 @@ impl Hub {
             "republish",
             republish::run(receipts.client(), results.client(), outcomes_rx),
         );
+        let revisions = sup.spawn(
+            "revisions",
+            republish::revisions::run(self.target.clone(), endpoint.clone(), stop.clone()),
+        );
         let status_receipts = receipts.client();
         let (force_tx, force) = watch::channel(false);
         let publish = sup.spawn("publish", async move {
@@ -386,6 +391,7 @@ impl Hub {
         joined("validate", validate.await);
         joined("load", load.await);
         joined("republish", republish.await);
+        joined("revisions", revisions.await);
         if tokio::time::timeout(Duration::from_secs(5), publish)
             .await
             .is_err()

@@ -101,6 +101,14 @@ impl Supervisor {
     }
 }
 
+/// Sleeps `d`, or less if `stop` turns true.
+pub async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, d: std::time::Duration) {
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

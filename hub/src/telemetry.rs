@@ -26,6 +26,8 @@ pub const DB_ERRORS: &str = "examlink_hub_db_errors_total";
 pub const RECEIPTS_SENT: &str = "examlink_hub_receipts_sent_total";
 /// Records republished on the results tree.
 pub const RESULTS_PUBLISHED: &str = "examlink_hub_results_published_total";
+/// Reviewed records republished on the results tree as a new revision (after PUBACK).
+pub const REVISIONS_PUBLISHED: &str = "examlink_hub_revisions_published_total";
 /// Device connections refused at CONNECT (label `code`).
 pub const CONNECTS_REFUSED: &str = "examlink_hub_connects_refused_total";
 /// Device connections accepted.

@@ -156,7 +156,9 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     let vera = schema.add_user("vera", UserRole::Reviewer).await;
     let walt = schema.add_user("walt", UserRole::Reviewer).await;
     let xena = schema.add_user("xena", UserRole::Reviewer).await;
+    let viewer = schema.add_device("dashboard", hub::auth::READER).await;
     let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let mut reader = live_reader(&hub, &viewer).await;
     let mut d = device(&hub, "autoref-07", &pw_dev).await;
     // patient_id (field 0), r_cyl (4) and pd (17) unreadable, with what the reader read.
     let (r, truth) = flagged(&DeviceId::new("autoref-07").unwrap(), 5);
@@ -323,6 +325,26 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
             >= 5,
         "every page that showed an item is audited"
     );
+    // The live results topic: revision 1 as read, then the reviewed record, ending with
+    // revision 4 (each publish shows the revision it carries; a subscriber may see fewer).
+    let live = revisions_until(&mut reader, &id, 4).await;
+    assert_eq!(live[0]["revision"], 1);
+    assert!(live
+        .windows(2)
+        .all(|w| w[0]["revision"].as_i64() < w[1]["revision"].as_i64()));
+    let last = live.last().unwrap();
+    assert_eq!(last["patient_id"], value_of("patient_id"));
+    for (field, want) in &truth {
+        let f = last["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == *field)
+            .unwrap();
+        assert_eq!(f["value"], *want, "{field}");
+        assert_eq!(f["status"], "verified", "{field}");
+    }
+    assert!(last.get("review_crops").is_none(), "no crops in a revision");
     drop(driver);
     hub.stop().await;
 }
@@ -392,5 +414,228 @@ async fn review_page_time_with_ten_thousand_items_queued() {
             p50 / f50
         );
     }
+    hub.stop().await;
+}
+
+/// POSTs `pairs` as `who` (a bearer token) to `path`.
+async fn post_as(hub: &TestHub, token: &str, path: &str, pairs: &[(&str, &str)]) -> util::Response {
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Authorization", auth.as_str()),
+    ];
+    hub.request("POST", path, &headers, &util::form(pairs))
+        .await
+}
+
+/// The reader account `dashboard` (password `password`) subscribed to the live results.
+async fn live_reader(hub: &TestHub, password: &str) -> util::Client {
+    let topic = "examlink/v1/results/#".to_owned();
+    util::connect(
+        &hub.broker(),
+        "dashboard",
+        Some(("dashboard", password)),
+        &[topic],
+    )
+    .await
+    .expect("reader connects")
+}
+
+/// The live results of `record` on `reader` until one with revision `want`: their revisions.
+async fn revisions_until(
+    reader: &mut util::Client,
+    record: &str,
+    want: i64,
+) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    while let Some((_, payload)) = reader.next().await {
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        if v["record_id"] != record {
+            continue;
+        }
+        let done = v["revision"].as_i64() == Some(want);
+        seen.push(v);
+        if done {
+            return seen;
+        }
+    }
+    panic!("no revision {want} of {record} on the live topic; saw {seen:?}");
+}
+
+// See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_exam_loses_its_patient_and_every_unmatched_exam_is_listed_and_matched() {
+    let schema = TestSchema::new("patients");
+    schema.migrate().await;
+    let pw_dev = schema.add_device("autoref-08", "autoref").await;
+    let viewer = schema.add_device("dashboard", hub::auth::READER).await;
+    let ana = schema.add_user("ana", UserRole::Reviewer).await;
+    let ben = schema.add_user("ben", UserRole::Reviewer).await;
+    let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let mut reader = live_reader(&hub, &viewer).await;
+    let d = DeviceId::new("autoref-08").unwrap();
+    let mut dev = device(&hub, "autoref-08", &pw_dev).await;
+    // B: patient read fine, r_cyl flagged. C: the export shows no chart number (absent).
+    let mut b = testkit::record(&d, 1);
+    b.fields[4].status = FieldStatus::Unreadable;
+    b.fields[4].raw = b.fields[4].value.take();
+    b.fields[4].number = None;
+    let mut c = testkit::record(&d, 2);
+    c.fields[0].status = FieldStatus::Absent;
+    c.fields[0].value = None;
+    c.patient_id = None;
+    for r in [&b, &c] {
+        dev.publish_record(r).await;
+        assert_eq!(dev.receipt().await.outcome, ReceiptOutcome::Stored);
+    }
+    let (bid, cid) = (b.record_id.as_str(), c.record_id.as_str());
+    let first = revisions_until(&mut reader, bid, 1).await;
+    assert_eq!(
+        first.last().unwrap()["patient_id"],
+        b.patient_id.clone().unwrap()
+    );
+    let (ta, tb) = (hub.token("ana", &ana).await, hub.token("ben", &ben).await);
+
+    // Only C has no patient; it has no pending item yet.
+    let (status, page) = hub.get_as(&ta, "/review/patients").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(cid) && !page.contains(bid), "{page}");
+    assert!(page.contains("none pending"), "{page}");
+
+    // B's r_cyl shows another patient's exam: wrong patient / not this exam.
+    let r = post_as(
+        &hub,
+        &ta,
+        "/api/review",
+        &[
+            ("record_id", bid),
+            ("field", "r_cyl"),
+            ("action", "wrong_exam"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("wrong_exam"), "{}", r.body);
+    let db = schema.client().await;
+    let row = db
+        .query_one(
+            "SELECT patient_id, revision FROM records WHERE record_id = $1",
+            &[&bid],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0),
+        None,
+        "the exam left the patient"
+    );
+    assert_eq!(row.get::<_, i32>(1), 2);
+    let status = |field: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(
+                "SELECT m.status, (SELECT q.status FROM review_queue q WHERE q.record_id = m.record_id \
+                     AND q.field = m.field AND q.resolved_at IS NULL) \
+                 FROM measurements m WHERE m.record_id = $1 AND m.field = $2",
+                &[&bid, &field],
+            )
+            .await
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        status("patient_id").await,
+        ("invalid".into(), Some("wrong_exam".into()))
+    );
+    assert_eq!(
+        status("r_cyl").await,
+        ("unreadable".into(), Some("unreadable".into())),
+        "r_cyl still to read"
+    );
+    let live = revisions_until(&mut reader, bid, 2).await;
+    let last = live.last().unwrap();
+    assert_eq!(last["patient_id"], serde_json::Value::Null);
+    assert_eq!(last["fields"][0]["status"], "invalid");
+    assert_eq!(last["fields"][0]["reviewed_by"], "ana");
+
+    // Both exams are listed now; C gets a patient_id item with Match.
+    let (_, page) = hub.get_as(&ta, "/review/patients").await;
+    assert!(page.contains(cid) && page.contains(bid), "{page}");
+    let r = post_as(
+        &hub,
+        &ta,
+        "/review/patients",
+        &[("record_id", cid), ("csrf", "")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/review?record={cid}&field=patient_id&back=patients").as_str())
+    );
+    let r = post_as(
+        &hub,
+        &ta,
+        "/review/patients",
+        &[("record_id", "not-an-id"), ("csrf", "")],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let (_, item) = hub
+        .get_as(
+            &ta,
+            &format!("/review?record={cid}&field=patient_id&back=patients"),
+        )
+        .await;
+    assert!(
+        item.contains("unmatched") && item.contains("id=\"blind\""),
+        "{item}"
+    );
+
+    // Both chart numbers are double-keyed: ana and ben agree on each.
+    for (id, chart) in [(bid, "31415926"), (cid, "27182818")] {
+        for t in [&ta, &tb] {
+            let r = post_as(
+                &hub,
+                t,
+                "/api/review",
+                &[("record_id", id), ("field", "patient_id"), ("value", chart)],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        let row = db
+            .query_one(
+                "SELECT r.patient_id, m.status, m.value FROM records r JOIN measurements m \
+                 ON m.record_id = r.record_id AND m.field = 'patient_id' WHERE r.record_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some(chart));
+        assert_eq!(row.get::<_, String>(1), "corrected");
+        assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some(chart));
+    }
+    let live = revisions_until(&mut reader, bid, 3).await;
+    assert_eq!(live.last().unwrap()["patient_id"], "31415926");
+    let live = revisions_until(&mut reader, cid, 2).await;
+    assert_eq!(live.last().unwrap()["fields"][0]["status"], "corrected");
+    let (_, page) = hub.get_as(&ta, "/review/patients").await;
+    assert!(
+        page.contains("id=\"none\""),
+        "every exam has a patient: {page}"
+    );
+    assert_eq!(
+        schema
+            .count("SELECT count(*) FROM audit WHERE action = 'review.resolve' AND detail->>'decision' IN ('wrong_exam', 'open_for_matching')")
+            .await,
+        2
+    );
+    assert_eq!(
+        schema.count("SELECT count(*) FROM republish_queue").await,
+        0,
+        "every revision acknowledged"
+    );
     hub.stop().await;
 }

@@ -33,6 +33,7 @@ use super::store::{self, Filter};
 use super::FhirConfig;
 use crate::config::{ConfigError, Secret};
 use crate::load::PgTarget;
+use crate::supervise::sleep_or_stop;
 use crate::telemetry;
 use crate::templates::Catalog;
 
@@ -377,13 +378,6 @@ where
         conn.await.ok();
     });
     Ok(sender)
-}
-
-async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) {
-    tokio::select! {
-        _ = stop.wait_for(|s| *s) => {}
-        _ = tokio::time::sleep(d) => {}
-    }
 }
 
 /// The identifier systems conditional updates use, by resource type (for docs and tests).

@@ -372,7 +372,7 @@ pub async fn review_queue(
 }
 
 /// `POST /api/review` form: `record_id`, `field`, and `value` (as the export prints it) or
-/// `action` = `absent` | `escalate`.
+/// `action` = `absent` | `escalate` | `wrong_exam`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewDecision {
@@ -397,9 +397,10 @@ pub async fn review_resolve(
         (None | Some("value"), Some(v)) => Decision::Value(v),
         (Some("absent"), None) => Decision::Absent,
         (Some("escalate"), None) => Decision::Escalate,
+        (Some("wrong_exam"), None) => Decision::WrongExam,
         _ => {
             return Err(HttpError::BadRequest(
-                "give value=..., or action=absent|escalate (not both)".into(),
+                "give value=..., or action=absent|escalate|wrong_exam (not both)".into(),
             ))
         }
     };

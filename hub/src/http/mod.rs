@@ -12,12 +12,14 @@
 //! | `POST /api/devices` | admin | form `id`, `type` → `201` and the device's password (text, once); audited |
 //! | `GET /api/audit?limit=&actor=&action=` | admin | the audit trail, JSON |
 //! | `GET /api/review?limit=` | reviewer | pending review items in clinical order (identity, surgical values, the rest), with crops, JSON (audited) |
-//! | `POST /api/review` | reviewer | form `record_id`, `field`, `value` (as printed) or `action=absent\|escalate` → the new revision; `400` with the reason when the value fails its checks, `409` when not pending |
+//! | `POST /api/review` | reviewer | form `record_id`, `field`, `value` (as printed) or `action=absent\|escalate\|wrong_exam` → the new revision; `400` with the reason when the value fails its checks, `409` when not pending |
 //! | `GET /login`, `POST /login` | anyone | login form; sets the session cookie |
 //! | `POST /logout` | page session + CSRF | ends the session |
 //! | `GET /` | reader | the fleet as a plain HTML page |
-//! | `GET /review?skip=` | reviewer | the review station: one pending item, keyboard first (audited) |
-//! | `POST /review` | page session + CSRF, reviewer | form `record_id`, `field`, `action=value\|absent\|escalate`, `value`, `skip` → `303` to the next item; `400` with the page and the reason |
+//! | `GET /review?skip=` or `?record=&field=&back=` | reviewer | the review station: one pending item, keyboard first (audited) |
+//! | `POST /review` | page session + CSRF, reviewer | form `record_id`, `field`, `action=value\|absent\|escalate\|wrong_exam`, `value`, `skip`, `back` → `303` to the next item; `400` with the page and the reason |
+//! | `GET /review/patients` | reviewer | the exams without a patient, to match (audited) |
+//! | `POST /review/patients` | page session + CSRF, reviewer | form `record_id` → opens its `patient_id` item, `303` to it |
 //! | `GET /fhir/metadata` | anyone | the FHIR CapabilityStatement |
 //! | `GET /fhir/Observation?patient=&date=&code=`, `/fhir/DiagnosticReport/{id}`, ... | reader | FHIR R4 (`application/fhir+json`), searchset Bundles with paging; audited; see [`crate::fhir::serve`] |
 //!
@@ -31,10 +33,12 @@
 //! - [`api`]: the JSON API.
 //! - [`pages`]: the HTML pages.
 //! - [`review_page`]: the review station page.
+//! - [`patients_page`]: the exams without a patient, to match.
 //! - [`serve`]: the accept loop: per-address connection cap, TLS, header timeout.
 
 pub mod api;
 pub mod pages;
+pub mod patients_page;
 pub mod review_page;
 pub mod router;
 pub mod serve;

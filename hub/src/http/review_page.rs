@@ -5,7 +5,12 @@
 //!   what the reader read, its confidence and the reason for the flag; device, template and
 //!   firmware; the exam's other fields; this patient's earlier values of the same field.
 //! - Keys: type the value as the export prints it and press **Enter**; **Tab** skips to the next
-//!   item; **Alt+A** absent on the export; **Alt+E** cannot tell, escalate.
+//!   item; **Alt+A** absent on the export; **Alt+E** cannot tell, escalate; **Alt+W** wrong
+//!   patient / not this exam (the exam loses its patient and goes to the patients to match).
+//! - `GET /review?record=R&field=F` shows that one item (from the patients list: `&back=patients`
+//!   returns there after the decision).
+//! - `GET /review/patients` lists the exams without a patient; each is matched through its
+//!   `patient_id` item (`POST /review/patients` opens one where there is none).
 //! - A double-keyed field (`[review] double_key`: `patient_id`, axial length, K1/K2) is keyed
 //!   blind: the reader's guess and the other entries are not shown; two equal entries resolve it,
 //!   a mismatch waits for a third reviewer.
@@ -33,6 +38,12 @@ pub struct PageQuery {
     /// Items to pass over (Tab).
     #[serde(default)]
     skip: i64,
+    /// One item: its record ...
+    record: Option<String>,
+    /// ... and field.
+    field: Option<String>,
+    /// Where to go after the decision (`patients`).
+    back: Option<String>,
 }
 
 /// `POST /review` form.
@@ -48,23 +59,51 @@ pub struct PageDecision {
     csrf: String,
     #[serde(default)]
     skip: i64,
+    /// `patients`: back to the patients list after the decision.
+    #[serde(default)]
+    back: String,
 }
 
-/// The item at position `skip` of the queue, with its context and the queue's length.
+/// Which item a page shows: the one at a queue position, or one by name.
+#[derive(Debug, Clone)]
+enum Target {
+    At(i64),
+    One { record: String, field: String },
+}
+
+impl Target {
+    fn of(q: &PageQuery) -> Self {
+        match (&q.record, &q.field) {
+            (Some(record), Some(field)) => Target::One {
+                record: record.clone(),
+                field: field.clone(),
+            },
+            _ => Target::At(q.skip),
+        }
+    }
+}
+
+/// The item `target` names, with its context.
 async fn item_at(
     s: &HttpState,
     actor: &str,
-    skip: i64,
-) -> Result<(Option<(Item, Context)>, usize), HttpError> {
+    target: &Target,
+) -> Result<Option<(Item, Context)>, HttpError> {
     let client = s.db.client().await?;
-    let skip = skip.clamp(0, 999);
-    let items = review::pending(&client, &s.review, actor, 1, skip).await?;
-    let n = items.len();
-    let Some(item) = items.into_iter().next() else {
-        return Ok((None, n));
+    let item = match target {
+        Target::At(skip) => review::pending(&client, &s.review, actor, 1, (*skip).clamp(0, 999))
+            .await?
+            .into_iter()
+            .next(),
+        Target::One { record, field } => {
+            review::item(&client, &s.review, actor, record, field).await?
+        }
+    };
+    let Some(item) = item else {
+        return Ok(None);
     };
     let context = review::context(&client, actor, &item.record_id, &item.field).await?;
-    Ok((Some((item, context)), n))
+    Ok(Some((item, context)))
 }
 
 /// `GET /review` (reviewer).
@@ -74,15 +113,16 @@ pub async fn review_page(
     Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, HttpError> {
     let who = a.require(Permission::ResolveReviews)?;
-    let (item, _) = item_at(&s, &who.user, q.skip).await?;
-    Ok(Html(render(
-        &who.user,
-        &who.csrf,
-        q.skip,
-        item.as_ref(),
-        None,
-        "",
-    )))
+    let target = Target::of(&q);
+    let item = item_at(&s, &who.user, &target).await?;
+    let page = Page {
+        user: &who.user,
+        csrf: &who.csrf,
+        skip: q.skip,
+        back: q.back.as_deref().unwrap_or(""),
+        one: matches!(target, Target::One { .. }),
+    };
+    Ok(Html(render(&page, item.as_ref(), None, "")))
 }
 
 /// `POST /review` (reviewer): one decision, then the next item (303), or the same item with the
@@ -104,9 +144,10 @@ pub async fn review_decide(
         "value" => Decision::Value(f.value.trim().to_owned()),
         "absent" => Decision::Absent,
         "escalate" => Decision::Escalate,
+        "wrong_exam" => Decision::WrongExam,
         other => {
             return Err(HttpError::BadRequest(format!(
-                "action {other:?}: use value, absent or escalate"
+                "action {other:?}: use value, absent, escalate or wrong_exam"
             )))
         }
     };
@@ -122,26 +163,40 @@ pub async fn review_decide(
     )
     .await;
     drop(client);
-    // An escalated item stays pending in place: the next one is one further on.
-    let next = f.skip + i64::from(decision == Decision::Escalate);
+    // An item that stays pending in place (escalated; another field of a wrong exam): the
+    // next one is one further on.
+    let stays = matches!(decision, Decision::Escalate | Decision::WrongExam);
+    let next = f.skip + i64::from(stays);
+    let back = f.back == "patients";
     match outcome {
-        Ok(_) | Err(ReviewError::NotPending { .. } | ReviewError::AlreadyKeyed { .. }) => Ok((
-            StatusCode::SEE_OTHER,
-            [(header::LOCATION, format!("/review?skip={next}"))],
-        )
-            .into_response()),
+        Ok(_) | Err(ReviewError::NotPending { .. } | ReviewError::AlreadyKeyed { .. }) => {
+            let to = if back {
+                "/review/patients".to_owned()
+            } else {
+                format!("/review?skip={next}")
+            };
+            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response())
+        }
         Err(ReviewError::Db(e)) => Err(HttpError::Db(e)),
         Err(e) => {
-            let (item, _) = item_at(&s, &who.user, f.skip).await?;
-            let page = render(
-                &who.user,
-                &who.csrf,
-                f.skip,
-                item.as_ref(),
-                Some(&e.to_string()),
-                &f.value,
-            );
-            Ok((StatusCode::BAD_REQUEST, Html(page)).into_response())
+            let target = if back {
+                Target::One {
+                    record: f.record_id.clone(),
+                    field: f.field.clone(),
+                }
+            } else {
+                Target::At(f.skip)
+            };
+            let item = item_at(&s, &who.user, &target).await?;
+            let page = Page {
+                user: &who.user,
+                csrf: &who.csrf,
+                skip: f.skip,
+                back: &f.back,
+                one: back,
+            };
+            let html = render(&page, item.as_ref(), Some(&e.to_string()), &f.value);
+            Ok((StatusCode::BAD_REQUEST, Html(html)).into_response())
         }
     }
 }
@@ -158,21 +213,43 @@ const SCRIPT: &str = "document.addEventListener('DOMContentLoaded',()=>{\
     v.addEventListener('keydown',e=>{if(e.key==='Tab'){e.preventDefault();\
     location.href=document.getElementById('skip').href;}});});";
 
-fn render(
-    user: &str,
-    csrf: &str,
+/// Who is looking, and how the page was reached.
+struct Page<'a> {
+    user: &'a str,
+    csrf: &'a str,
     skip: i64,
+    /// `patients` when reached from the patients list.
+    back: &'a str,
+    /// One item by name (no queue position).
+    one: bool,
+}
+
+/// The page's head and navigation.
+pub(super) fn head(user: &str, title: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>examlink {title}</title>\
+         <style>{STYLE}</style><script>{SCRIPT}</script></head><body>\
+         <p class=\"muted\"><a href=\"/\">fleet</a> · <a href=\"/review\">review station</a> · \
+         <a id=\"patients-link\" href=\"/review/patients\">patients to match</a> · {} </p>",
+        escape(user)
+    )
+}
+
+fn render(
+    p: &Page<'_>,
     item: Option<&(Item, Context)>,
     error: Option<&str>,
     typed: &str,
 ) -> String {
-    let mut h = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>examlink review</title>\
-         <style>{STYLE}</style><script>{SCRIPT}</script></head><body>\
-         <p class=\"muted\"><a href=\"/\">fleet</a> · review station · {} </p>",
-        escape(user)
-    );
+    let (user, csrf, skip) = (p.user, p.csrf, p.skip);
+    let mut h = head(user, "review");
     let Some((it, ctx)) = item else {
+        if p.one {
+            h += "<h1 id=\"empty\">Not pending for you</h1><p>This item is resolved, or you keyed \
+                  it already. <a href=\"/review/patients\">Back to the patients to match</a>.</p>\
+                  </body></html>";
+            return h;
+        }
         h += "<h1 id=\"empty\">Nothing to review</h1><p>Every flagged field is resolved";
         if skip > 0 {
             h += " or skipped: <a href=\"/review\">start again from the first</a>";
@@ -227,8 +304,14 @@ fn render(
         hidden("field", &it.field),
         hidden("csrf", csrf),
         hidden("skip", &skip.to_string()),
+        hidden("back", p.back),
     ]
     .concat();
+    let skip_to = if p.one {
+        "/review/patients".to_owned()
+    } else {
+        format!("/review?skip={}", skip + 1)
+    };
     h += &format!(
         "<form method=\"post\" action=\"/review\">{fields}\
          <input name=\"value\" autocomplete=\"off\" spellcheck=\"false\" value=\"{typed}\" \
@@ -236,9 +319,9 @@ fn render(
          <button name=\"action\" value=\"value\">Accept <kbd>Enter</kbd></button> \
          <button name=\"action\" value=\"absent\" accesskey=\"a\">Absent <kbd>Alt+A</kbd></button> \
          <button name=\"action\" value=\"escalate\" accesskey=\"e\">Cannot tell <kbd>Alt+E</kbd></button> \
-         <a id=\"skip\" href=\"/review?skip={next}\">Skip <kbd>Tab</kbd></a></form>",
+         <button name=\"action\" value=\"wrong_exam\" accesskey=\"w\">Wrong patient / not this exam <kbd>Alt+W</kbd></button> \
+         <a id=\"skip\" href=\"{skip_to}\">Skip <kbd>Tab</kbd></a></form>",
         typed = escape(typed),
-        next = skip + 1,
     );
     h += &format!(
         "<p>Device {} · template {} · firmware {} · patient {} · exam {}{}</p>",

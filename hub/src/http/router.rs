@@ -11,7 +11,7 @@ use axum::Router;
 use crate::load::Db;
 use crate::users::Logins;
 
-use super::{api, pages, review_page, session};
+use super::{api, pages, patients_page, review_page, session};
 
 /// A request that failed.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +105,10 @@ pub fn router(state: HttpState) -> Router {
         .route(
             "/review",
             get(review_page::review_page).post(review_page::review_decide),
+        )
+        .route(
+            "/review/patients",
+            get(patients_page::patients_page).post(patients_page::open_for_matching),
         )
         .route("/", get(pages::fleet_page))
         .merge(crate::fhir::serve::routes())

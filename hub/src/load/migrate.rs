@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fhir_queue",
         include_str!("../../migrations/0007_fhir_queue.sql"),
     ),
+    (
+        8,
+        "republish_revisions",
+        include_str!("../../migrations/0008_republish_revisions.sql"),
+    ),
 ];
 
 /// Creates the schema if needed and applies the missing migrations; returns those applied.

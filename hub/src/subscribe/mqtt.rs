@@ -44,7 +44,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn options(&self, suffix: &str) -> MqttOptions {
+    /// The client options of the connection called `suffix`.
+    pub(crate) fn options(&self, suffix: &str) -> MqttOptions {
         let mut o = MqttOptions::new(
             format!("{}-{suffix}", self.client_id),
             self.host.clone(),

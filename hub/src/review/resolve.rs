@@ -1,263 +1,16 @@
-//! review: people resolve the fields the reader flagged.
-//!
-//! Every field stored `unreadable` or `invalid`, and every record whose clocks look wrong, has a
-//! row in `review_queue`. A reviewer ([`crate::users::Permission::ResolveReviews`]) takes the
-//! pending items in clinical order ([`PRIORITY`]: identity first, then the values that drive
-//! surgery and lens choice, then the rest) and decides each one ([`Decision`]):
-//!
-//! - a value, typed as the export prints it: it goes through the same grammar, range and
-//!   cross-field rules as the agent's reading ([`record::FieldSpec::check_printed`], the
-//!   template's rules, the exact template version the record was read with); a value that fails
-//!   is refused with the reason, and nothing changes;
-//! - *absent on the export*;
-//! - *escalate*: the item stays pending, marked, for someone who can tell.
-//!
-//! A decision is one SQL statement, so it is atomic on the shared connection: the review row
-//! is resolved (once: a second decision on the same item is a conflict), the measurement's old
-//! value goes to `measurement_history`, the measurement takes the reviewed value with status
-//! `verified` (same as the reader's) or `corrected`, the record becomes a new revision (its
-//! header columns follow a reviewed `patient_id` / `exam_date` / `exam_time`), and the audit
-//! trail gets who, when, before → after.
+//! Decisions: a value, absent, escalate, wrong exam; blind double keying.
 
 use std::sync::Arc;
 
-use base64::Engine;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use record::rules::Seen;
 use record::{Field, FieldStatus};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::{Decision, ReviewConfig, ReviewError};
 use crate::audit;
 use crate::templates::Catalog;
-
-/// Field order of the queue: lower first. Identity, then surgical and lens values.
-pub const PRIORITY: &str = "CASE \
-    WHEN q.field IN ('patient_id', 'eye', 'exam_date') THEN 0 \
-    WHEN q.field ~ '(^|_)(k1|k2|km|kmax|al|acd|cct|iop|iopc|apex_pachy|thinnest_pachy|lt)$' THEN 1 \
-    ELSE 2 END";
-
-/// `[review]`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReviewConfig {
-    /// Fields keyed blind by two reviewers (exact names, or `*_suffix`).
-    pub double_key: Vec<String>,
-}
-
-impl ReviewConfig {
-    /// Whether `field` is keyed blind by two reviewers.
-    pub fn double_keyed(&self, field: &str) -> bool {
-        self.double_key.iter().any(|p| match p.strip_prefix('*') {
-            Some(suffix) => field.ends_with(suffix),
-            None => p == field,
-        })
-    }
-}
-
-/// What a reviewer decided for one item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// The value as the export prints it.
-    Value(String),
-    /// The export shows no value for this field.
-    Absent,
-    /// Cannot tell: leave it pending for someone else.
-    Escalate,
-}
-
-/// Why a decision was not applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    /// This reviewer already keyed this double-keyed item.
-    #[error("you already keyed {field} of record {record}: another reviewer keys it too")]
-    AlreadyKeyed {
-        /// Record.
-        record: String,
-        /// Field.
-        field: String,
-    },
-    /// No pending item for that record and field.
-    #[error("no pending review item for record {record} field {field}")]
-    NotPending {
-        /// Record.
-        record: String,
-        /// Field.
-        field: String,
-    },
-    /// The value fails the field's checks.
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// Field.
-        field: String,
-        /// Why.
-        reason: String,
-    },
-    /// The record's template version is not known to this hub.
-    #[error("template {0} is not known to this hub")]
-    Template(String),
-    /// Database.
-    #[error(transparent)]
-    Db(#[from] tokio_postgres::Error),
-}
-
-/// One pending item, as a reviewer sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Item {
-    /// Record id.
-    pub record_id: String,
-    /// Field.
-    pub field: String,
-    /// Why it is here (`unreadable`, `invalid`, `clock_suspect`).
-    pub status: String,
-    /// What the reader read.
-    pub raw: Option<String>,
-    /// The reason for the flag.
-    pub reason: Option<String>,
-    /// The reader's confidence.
-    pub confidence: Option<f32>,
-    /// Device.
-    pub device_id: String,
-    /// Template and version.
-    pub template: String,
-    /// Firmware.
-    pub firmware: String,
-    /// Patient, when known.
-    pub patient_id: Option<String>,
-    /// Exam date, when known.
-    pub exam_date: Option<String>,
-    /// The field's crop (PNG, base64), when the agent sent one.
-    pub crop_png_base64: Option<String>,
-    /// Escalated by someone before.
-    pub escalated: bool,
-    /// Keyed blind by two reviewers: the reader's guess (`raw`, `confidence`) is withheld.
-    pub blind: bool,
-    /// Blind entries made so far (by others: an item a reviewer keyed leaves their queue).
-    pub entries: i64,
-    /// When it was queued.
-    pub queued_at: DateTime<Utc>,
-}
-
-/// Up to `limit` pending items after the first `offset`, in clinical order, leaving out those
-/// `actor` keyed blind already (audited as `actor`).
-pub async fn pending(
-    client: &Client,
-    config: &ReviewConfig,
-    actor: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<Item>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            &format!(
-                // The page of queue rows first (the priority index, no join), then the rest
-                // of each item for those rows only.
-                "WITH page AS ( \
-                     SELECT q.record_id, q.field FROM review_queue q \
-                     WHERE q.resolved_at IS NULL \
-                       AND NOT EXISTS (SELECT 1 FROM records x \
-                           WHERE x.record_id = q.record_id AND x.superseded_by IS NOT NULL) \
-                       AND NOT EXISTS (SELECT 1 FROM review_entries e \
-                           WHERE e.record_id = q.record_id AND e.field = q.field AND e.reviewer = $2) \
-                     ORDER BY {PRIORITY}, q.queued_at, q.record_id, q.field LIMIT $1 OFFSET $3) \
-                 SELECT q.record_id, q.field, q.status, q.raw, q.reason, m.confidence, r.device_id, \
-                        r.template || ' v' || r.template_version, r.firmware, r.patient_id, \
-                        to_char(r.exam_date, 'YYYY-MM-DD'), q.crop_png, q.decision = 'escalate', q.queued_at, \
-                        (SELECT count(*) FROM review_entries e WHERE e.record_id = q.record_id AND e.field = q.field) \
-                 FROM page JOIN review_queue q USING (record_id, field) JOIN records r USING (record_id) \
-                 LEFT JOIN measurements m ON m.record_id = q.record_id AND m.field = q.field \
-                 ORDER BY {PRIORITY}, q.queued_at, q.record_id, q.field"
-            ),
-            &[&limit.clamp(1, 1000), &actor, &offset.max(0)],
-        )
-        .await?;
-    let items: Vec<Item> = rows
-        .iter()
-        .map(|r| {
-            let field: String = r.get(1);
-            let blind = config.double_keyed(&field);
-            Item {
-                record_id: r.get(0),
-                field,
-                status: r.get(2),
-                raw: if blind { None } else { r.get(3) },
-                reason: r.get(4),
-                confidence: if blind { None } else { r.get(5) },
-                device_id: r.get(6),
-                template: r.get(7),
-                firmware: r.get(8),
-                patient_id: r.get(9),
-                exam_date: r.get(10),
-                crop_png_base64: r
-                    .get::<_, Option<Vec<u8>>>(11)
-                    .map(|png| base64::engine::general_purpose::STANDARD.encode(png)),
-                escalated: r.get::<_, Option<bool>>(12).unwrap_or(false),
-                queued_at: r.get(13),
-                blind,
-                entries: r.get(14),
-            }
-        })
-        .collect();
-    audit::append(
-        client,
-        actor,
-        audit::actions::REVIEW_READ,
-        serde_json::json!({"count": items.len()}),
-    )
-    .await?;
-    Ok(items)
-}
-
-/// What a reviewer needs around one item: the exam's other fields, and this patient's values of
-/// the same field in earlier exams (a plausibility cue).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Context {
-    /// The record's other fields: name, value, status, by name.
-    pub fields: Vec<(String, Option<String>, String)>,
-    /// Earlier exams of the same patient: exam date, value, status (newest first, at most 5).
-    pub earlier: Vec<(Option<String>, Option<String>, String)>,
-}
-
-/// The [`Context`] of the pending item `(record, field)` (audited as `actor`: it is patient data).
-pub async fn context(
-    client: &Client,
-    actor: &str,
-    record: &str,
-    field: &str,
-) -> Result<Context, tokio_postgres::Error> {
-    let fields = client
-        .query(
-            "SELECT m.field, m.value, m.status FROM measurements m \
-             WHERE m.record_id = $1 AND m.field <> $2 ORDER BY m.field",
-            &[&record, &field],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let earlier = client
-        .query(
-            "SELECT to_char(o.exam_date, 'YYYY-MM-DD'), m.value, m.status \
-             FROM records r JOIN records o ON o.patient_id = r.patient_id AND o.record_id <> r.record_id \
-                 AND o.superseded_by IS NULL AND (o.exam_date < r.exam_date OR r.exam_date IS NULL) \
-             JOIN measurements m ON m.record_id = o.record_id AND m.field = $2 \
-             WHERE r.record_id = $1 AND r.patient_id IS NOT NULL \
-             ORDER BY o.exam_date DESC NULLS LAST LIMIT 5",
-            &[&record, &field],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    audit::append(
-        client,
-        actor,
-        audit::actions::REVIEW_READ,
-        serde_json::json!({"record": record, "field": field, "context": true}),
-    )
-    .await?;
-    Ok(Context { fields, earlier })
-}
 
 /// What a decision did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -315,6 +68,53 @@ aud AS (
     FROM item RETURNING 1)
 SELECT (SELECT revision FROM records WHERE record_id = $1 AND EXISTS (SELECT 1 FROM item)), (SELECT count(*) FROM aud)";
 
+/// Wrong patient / not this exam, on the pending item `(record = $1, field = $2)` by `$3`, with
+/// reason `$4`: the record's patient is cleared (new revision), its `patient_id` measurement
+/// turns invalid with the reason (history kept), and `patient_id` gets a pending item
+/// (`wrong_exam`) whose blind entries, if any, are void. Audited.
+const WRONG_EXAM: &str = "
+WITH item AS (
+    SELECT q.record_id FROM review_queue q JOIN records r USING (record_id)
+    WHERE q.record_id = $1 AND q.field = $2 AND q.resolved_at IS NULL AND r.superseded_by IS NULL),
+was_pending AS (
+    SELECT 1 FROM review_queue q JOIN item USING (record_id)
+    WHERE q.field = 'patient_id' AND q.resolved_at IS NULL),
+patient_item AS (
+    INSERT INTO review_queue (record_id, field, status, reason, decision, resolved_by)
+    SELECT record_id, 'patient_id', 'wrong_exam', $4, 'wrong_exam', $3 FROM item
+    ON CONFLICT (record_id, field) DO UPDATE SET status = 'wrong_exam', reason = $4,
+        resolved_at = NULL, decision = 'wrong_exam', resolved_by = $3, value = NULL
+    RETURNING record_id),
+void AS (
+    DELETE FROM review_entries e USING item
+    WHERE e.record_id = item.record_id AND e.field = 'patient_id'
+    RETURNING 1),
+before AS (
+    SELECT m.value FROM measurements m JOIN item USING (record_id) WHERE m.field = 'patient_id'),
+hist AS (
+    INSERT INTO measurement_history (record_id, field, revision, value, number, status, reason, changed_by)
+    SELECT m.record_id, m.field, r.revision, m.value, m.number, m.status, m.reason, $3
+    FROM measurements m JOIN item USING (record_id) JOIN records r USING (record_id)
+    WHERE m.field = 'patient_id'
+    RETURNING 1),
+meas AS (
+    UPDATE measurements m SET value = NULL, number = NULL, status = 'invalid', reason = $4,
+        reviewed_by = $3, reviewed_at = now()
+    FROM item WHERE m.record_id = item.record_id AND m.field = 'patient_id'
+    RETURNING 1),
+rec AS (
+    UPDATE records r SET revision = r.revision + 1, patient_id = NULL,
+        review_count = r.review_count + CASE WHEN EXISTS (SELECT 1 FROM was_pending) THEN 0 ELSE 1 END
+    FROM item WHERE r.record_id = item.record_id
+    RETURNING r.revision),
+aud AS (
+    INSERT INTO audit (actor, action, detail)
+    SELECT $3, $5, jsonb_build_object('record', $1::text, 'field', $2::text,
+        'before', (SELECT value FROM before), 'after', NULL, 'decision', 'wrong_exam', 'reason', $4::text)
+    FROM item RETURNING 1)
+SELECT (SELECT revision FROM rec), (SELECT count(*) FROM patient_item), (SELECT count(*) FROM void),
+    (SELECT count(*) FROM hist), (SELECT count(*) FROM meas), (SELECT count(*) FROM aud)";
+
 /// Applies `decision` to the pending item `(record, field)` as `actor`.
 pub async fn resolve(
     client: &Client,
@@ -341,6 +141,29 @@ pub async fn resolve(
             Some(revision) => Ok(Resolved {
                 revision,
                 status: "escalated".into(),
+                value: None,
+            }),
+            None => Err(not_pending()),
+        };
+    }
+    if *decision == Decision::WrongExam {
+        let reason = format!("wrong patient / not this exam, per {actor}");
+        let row = client
+            .query_one(
+                WRONG_EXAM,
+                &[
+                    &record,
+                    &field,
+                    &actor,
+                    &reason,
+                    &audit::actions::REVIEW_RESOLVE,
+                ],
+            )
+            .await?;
+        return match row.get::<_, Option<i32>>(0) {
+            Some(revision) => Ok(Resolved {
+                revision,
+                status: "wrong_exam".into(),
                 value: None,
             }),
             None => Err(not_pending()),
@@ -405,7 +228,7 @@ pub async fn resolve(
             (checked.value, checked.number, status)
         }
         Decision::Absent => (None, None, "absent"),
-        Decision::Escalate => unreachable!("handled above"),
+        Decision::Escalate | Decision::WrongExam => unreachable!("handled above"),
     };
     let date = value
         .as_deref()
@@ -554,25 +377,5 @@ async fn apply(
             record: record.to_owned(),
             field: field.to_owned(),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn double_keyed_fields_match_by_name_or_suffix() {
-        let c = ReviewConfig {
-            double_key: vec!["patient_id".into(), "*_k1".into()],
-        };
-        assert!(c.double_keyed("patient_id"));
-        assert!(c.double_keyed("r_k1") && c.double_keyed("l_k1"));
-        assert!(!c.double_keyed("k1") && !c.double_keyed("r_k1_axis") && !c.double_keyed("pd"));
-        let default = crate::config::HubConfig::default().review;
-        for f in ["patient_id", "al", "r_al", "k1", "k2", "l_k2"] {
-            assert!(default.double_keyed(f), "{f}");
-        }
-        assert!(!default.double_keyed("exam_date"));
     }
 }
