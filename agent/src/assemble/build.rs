@@ -100,6 +100,7 @@ pub fn build_record(
         image_sha256: taken.sha256.clone(),
         fields,
         review_crops,
+        sample_crops: Vec::new(),
         agent_version: crate::AGENT_VERSION.to_owned(),
         model_version,
         captured_at: taken.captured_at,

@@ -179,7 +179,7 @@ impl Validator {
                 CodecError::MissingVersion | CodecError::UnsupportedVersion { .. } => {
                     "schema_version"
                 }
-                CodecError::Schema(_) => "schema",
+                CodecError::Schema { .. } => "schema",
             };
             Fail(code, e.to_string())
         })?;
