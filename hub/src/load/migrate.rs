@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fhir_queue",
         include_str!("../../migrations/0007_fhir_queue.sql"),
     ),
+    (
+        9,
+        "blind_checks",
+        include_str!("../../migrations/0009_blind_checks.sql"),
+    ),
 ];
 
 /// Creates the schema if needed and applies the missing migrations; returns those applied.
