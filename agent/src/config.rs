@@ -60,8 +60,8 @@ impl ConfigError {
     }
 }
 
-/// `[recognize]`: templates, model and how much CPU recognition may use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `[recognize]`: templates, model, how much CPU recognition may use, and quality sampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecognizeConfig {
     /// Device templates directory.
@@ -78,6 +78,11 @@ pub struct RecognizeConfig {
     /// `unknown_layout` (a firmware update, a new display scaling), the agent's status reports
     /// a layout error and `examlink_agent_layout_alarm` turns 1, until an export is read again.
     pub layout_alarm_after: u32,
+    /// Quality sampling: the share (0 to 1) of fields read `ok` whose crop goes with the record
+    /// to the hub's blind-check queue, where a reviewer types what it shows without seeing the
+    /// read. Drawn by record id and field ([`crate::assemble::sample`]), so a re-read of the
+    /// same export draws the same fields; 0 turns sampling off.
+    pub quality_sample: f64,
 }
 
 impl Default for RecognizeConfig {
@@ -89,12 +94,13 @@ impl Default for RecognizeConfig {
             model_threads: 1,
             max_pixels: 40_000_000,
             layout_alarm_after: 3,
+            quality_sample: crate::assemble::sample::DEFAULT_QUALITY_SAMPLE,
         }
     }
 }
 
 /// The configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// This device's id.
@@ -252,6 +258,16 @@ impl Config {
             errors.push(ConfigError::invalid(
                 "recognize.layout_alarm_after",
                 "must be >= 1",
+            ));
+        }
+        let share = recognize.quality_sample;
+        if !(0.0..=1.0).contains(&share) {
+            errors.push(ConfigError::invalid(
+                "recognize.quality_sample",
+                format!(
+                    "{share} is not a share: use 0.0 to 1.0 (0.005 = 0.5% of the fields read ok \
+                     go to the blind check; 0 turns sampling off)"
+                ),
             ));
         }
         if recognize.max_pixels == 0 {
@@ -466,6 +482,8 @@ mod tests {
             defer_max_secs = 60
             [publish]
             broker_url = "http://x"
+            [recognize]
+            quality_sample = 1.5
             [telemetry]
             metrics_listen = "localhost"
         "#;
@@ -488,10 +506,37 @@ mod tests {
             "outbox.defer_max_secs",
             "recognize.templates_dir",
             "recognize.model_path",
+            "recognize.quality_sample",
             "telemetry.metrics_listen",
         ] {
             assert!(keys.iter().any(|x| x == k), "{k} not reported in {keys:?}");
         }
+    }
+
+    #[test]
+    fn quality_sample_takes_a_share_and_names_the_key_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+        std::fs::create_dir_all(dir.path().join("models")).unwrap();
+        for (text, want) in [
+            ("quality_sample = 0.0", Some(0.0)),
+            ("quality_sample = 1.0", Some(1.0)),
+            ("quality_sample = 0.02", Some(0.02)),
+            ("quality_sample = -0.1", None),
+            ("quality_sample = 2.0", None),
+            ("quality_sample = nan", None),
+        ] {
+            let c = Config::parse("a.toml", &format!("[recognize]\n{text}\n")).unwrap();
+            match (c.validate(dir.path()), want) {
+                (Ok(s), Some(v)) => assert_eq!(s.recognize.quality_sample, v, "{text}"),
+                (Err(errors), None) => {
+                    let e = errors.iter().map(|e| e.to_string()).collect::<String>();
+                    assert!(e.contains("recognize.quality_sample"), "{text}: {e}");
+                }
+                (other, _) => panic!("{text}: {other:?}"),
+            }
+        }
+        assert_eq!(Config::default().recognize.quality_sample, 0.005);
     }
 
     #[test]

@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::assemble::sample::Draw;
 use crate::assemble::stage::{AssembleSettings, AssembleStage, RecognizeFn};
 use crate::config::Settings;
 use crate::ingest::{Claims, Ingest};
@@ -127,8 +128,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                     stage: "recognizer loading",
                     source,
                 })??;
-        let call: Arc<RecognizeFn> = Arc::new(move |bytes: &[u8], name: &str| {
-            recognizer.recognize(bytes, name).map(Into::into)
+        let call: Arc<RecognizeFn> = Arc::new(move |bytes: &[u8], name: &str, draw: &Draw| {
+            recognizer
+                .recognize_drawn(bytes, name, Some(draw))
+                .map(Into::into)
         });
         call
     };
@@ -167,6 +170,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             max_pixels: settings.recognize.max_pixels,
             after_take: settings.ingest.after_take,
             quarantine: settings.quarantine.clone(),
+            quality_sample: settings.recognize.quality_sample,
         },
         recognize,
         claims.clone(),

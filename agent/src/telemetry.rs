@@ -24,6 +24,8 @@ pub const EXPORTS_TAKEN: &str = "examlink_agent_exports_taken_total";
 pub const EXPORTS_REJECTED: &str = "examlink_agent_exports_rejected_total";
 /// Fields flagged for review in built records.
 pub const FIELDS_FLAGGED: &str = "examlink_agent_fields_flagged_total";
+/// Fields read `ok` whose crop went with the record for a blind check (quality sampling).
+pub const FIELDS_SAMPLED: &str = "examlink_agent_fields_sampled_total";
 /// Messages durably queued, by `kind`.
 pub const MESSAGES_QUEUED: &str = "examlink_agent_messages_queued_total";
 /// Messages published for the first time, by `kind`.

@@ -45,6 +45,10 @@ pub mod actions {
     pub const REVIEW_RESOLVE: &str = "review.resolve";
     /// A blind entry for a double-keyed field (detail: record, field, value).
     pub const REVIEW_KEY: &str = "review.key";
+    /// A blind check of quality sampling answered (detail: record, field, read, answer,
+    /// agrees); a disagreement also sent the field to review. Showing one is a
+    /// [`REVIEW_READ`] (its crop is patient data).
+    pub const REVIEW_BLIND: &str = "review.blind";
     /// Rejects listed or shown (detail: filter, count); a reject's payload is patient data.
     pub const REJECTS_READ: &str = "rejects.read";
     /// Rejects replayed (detail: filter and the outcomes' counts).

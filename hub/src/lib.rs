@@ -15,7 +15,8 @@
 //!
 //! Beside them: [`fhir`] (FHIR R4 under `/fhir` and the optional push to a FHIR server),
 //! [`status`] (agents' status and rejection messages), [`rejects`] (list, show and
-//! replay what was rejected), [`review`] (people resolve flagged fields), [`http`] (health, metrics,
+//! replay what was rejected), [`review`] (people resolve flagged fields), [`quality`] (blind
+//! checks of sampled `ok` fields and the ok-but-wrong estimate), [`http`] (health, metrics,
 //! query API, pages, behind logins), [`auth`] (device accounts), [`users`] (people's accounts,
 //! roles and sessions), [`audit`] (the append-only trail of reads and changes), [`guard`]
 //! (limits on unauthenticated clients), [`tls`] (the listeners' certificate), [`config`],
@@ -28,6 +29,7 @@ pub mod fhir;
 pub mod guard;
 pub mod http;
 pub mod load;
+pub mod quality;
 pub mod rejects;
 pub mod republish;
 pub mod review;

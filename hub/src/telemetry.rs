@@ -1,5 +1,6 @@
-//! Metrics: the names the hub records (all `examlink_hub_<name>_total` counters, labels bounded
-//! to reason codes) and the process-wide Prometheus recorder that `/metrics` renders.
+//! Metrics: the names the hub records (`examlink_hub_<name>_total` counters and a few gauges,
+//! labels bounded to reason codes, stages, and for quality sampling template and field) and the
+//! process-wide Prometheus recorder that `/metrics` renders.
 //!
 //! The recorder is installed at most once per process; a second hub in the same process (tests)
 //! shares it.
@@ -50,6 +51,19 @@ pub const FHIR_RESOURCES_PUSHED: &str = "examlink_hub_fhir_resources_pushed_tota
 /// FHIR push attempts that failed (label `kind`: connect, tls, timeout, http, http_4xx,
 /// http_5xx, db); the export is retried with backoff.
 pub const FHIR_PUSH_FAILURES: &str = "examlink_hub_fhir_push_failures_total";
+
+/// Blind checks answered (labels `template`, `field`), from the database when `/metrics` is
+/// rendered ([`crate::quality::publish_metrics`]).
+pub const BLIND_CHECKS_ANSWERED: &str = "examlink_hub_blind_checks_answered_total";
+/// Blind checks whose answer disagreed with the value read `ok` (labels `template`, `field`).
+pub const BLIND_CHECKS_DISAGREED: &str = "examlink_hub_blind_checks_disagreed_total";
+/// Blind checks waiting for a reviewer (gauge).
+pub const BLIND_CHECKS_PENDING: &str = "examlink_hub_blind_checks_pending";
+/// The ok-but-wrong rate estimated from the blind checks (gauge; labels `template`, `field`,
+/// and `bound`: `estimate`, or `lower` / `upper` of its 95% Wilson score interval).
+pub const OK_WRONG_RATIO: &str = "examlink_hub_ok_wrong_ratio";
+/// The same over every template and field (gauge; label `bound`).
+pub const OK_WRONG_OVERALL_RATIO: &str = "examlink_hub_ok_wrong_overall_ratio";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -166,6 +166,7 @@ pub fn record(device: &DeviceId, n: u64) -> Record {
         exam_time: fields[2].value.clone(),
         fields,
         review_crops: vec![],
+        sample_crops: vec![],
         agent_version: "0.1.0".into(),
         model_version: "m-test".into(),
         captured_at: at,

@@ -162,7 +162,7 @@ async fn bad_payloads_and_logins_are_rejected_with_reasons_and_other_devices_are
 
     a.publish(topic_a, b"{not json".to_vec()).await;
     let mut v: serde_json::Value = serde_json::from_slice(&record::encode(&good_a)).unwrap();
-    v["schema_version"] = 2.into();
+    v["schema_version"] = (record::SCHEMA_VERSION + 1).into();
     a.publish(topic_a, serde_json::to_vec(&v).unwrap()).await;
     let wrong_version_id = good_a.record_id.clone();
     let mut missing = testkit::record(&dev("autoref-a"), 2);

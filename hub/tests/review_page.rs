@@ -345,6 +345,59 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
         assert_eq!(f["status"], "verified", "{field}");
     }
     assert!(last.get("review_crops").is_none(), "no crops in a revision");
+
+    // Quality sampling: another record of the device, read ok, with the crop of `pd` drawn for
+    // a blind check. Vera answers it by keyboard: the page shows the crop and the field name,
+    // never the value read; typing what the crop shows and Enter answers it.
+    let mut sampled = testkit::record(&DeviceId::new("autoref-07").unwrap(), 6);
+    sampled.sample_crops.push(record::ReviewCrop {
+        field: "pd".into(),
+        png_base64: "iVBORw0KGgoAAAANSUhEUg==".into(),
+    });
+    let read = sampled.field("pd").and_then(|f| f.value.clone()).unwrap();
+    d.publish_record(&sampled).await;
+    assert_eq!(d.receipt().await.outcome, ReceiptOutcome::Stored);
+    let c = browser(&driver).await;
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Css("input[name=name]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    type_keys(&c, &format!("vera\u{E004}{vera}\u{E007}")).await;
+    wait_for(
+        &c,
+        "#blind-checks",
+        "the fleet page with the blind-check link",
+    )
+    .await;
+    c.find(Locator::Css("#blind-checks"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#check", "pd").await;
+    assert!(text(&c, "#blind").await.is_some());
+    assert_eq!(text(&c, "#read").await, None, "the read is hidden");
+    shot(&c, "blind-check.png").await;
+    type_keys(&c, &format!("{read}\u{E007}")).await;
+    wait_for(&c, "#empty", "no blind check left").await;
+    assert!(text(&c, "#last").await.unwrap().contains("agreed"));
+    c.close().await.unwrap();
+    let row = db
+        .query_one(
+            "SELECT agrees, answered_by, answer FROM blind_checks WHERE record_id = $1 AND field = 'pd'",
+            &[&sampled.record_id.as_str()],
+        )
+        .await
+        .unwrap();
+    let (agrees, by, answer): (Option<bool>, Option<String>, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(agrees, Some(true));
+    assert_eq!(by.as_deref(), Some("vera"));
+    assert_eq!(answer, Some(read));
     drop(driver);
     hub.stop().await;
 }

@@ -5,7 +5,7 @@
 //! - [`grammar`]: how each field is printed, normalised and range-checked.
 //! - [`template`]: device layouts as data (boxes, grammar, anchors, rules), parsed and validated.
 //! - [`rules`]: cross-field checks where the physics gives one.
-//! - [`record`]: `Record` v1 and the messages beside it (receipt, rejection, status).
+//! - [`record`]: `Record` and the messages beside it (receipt, rejection, status).
 //! - [`codec`]: the versioned JSON payload codec used on MQTT and in storage.
 //! - [`topic`]: the MQTT topic tree, in one place.
 #![deny(missing_docs)]
@@ -22,7 +22,9 @@ pub mod signal;
 pub mod template;
 pub mod topic;
 
-pub use codec::{decode, encode, CodecError, MAX_PAYLOAD_BYTES, SCHEMA_VERSION};
+pub use codec::{
+    decode, encode, CodecError, Versioned, MAX_PAYLOAD_BYTES, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION,
+};
 pub use grammar::{Checked, FieldSpec, Grammar, GrammarError, Sign};
 pub use ids::{DeviceId, IdError, RecordId};
 pub use record::{

@@ -1,4 +1,4 @@
-//! `Record` v1 and the messages that travel beside it.
+//! `Record` and the messages that travel beside it (schema versions: [`crate::codec`]).
 //!
 //! - [`Record`]: one exam export, read by an agent (device → hub).
 //! - [`Rejection`]: an export the agent could not turn into a record (device → hub).
@@ -69,7 +69,9 @@ pub struct Field {
     pub raw: Option<String>,
 }
 
-/// A small PNG crop of a field that needs review, so a person can read it later.
+/// A small PNG crop of one field, so a person can read it later: a field that needs review
+/// ([`Record::review_crops`]), or a field read `ok` drawn for a blind check
+/// ([`Record::sample_crops`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewCrop {
@@ -79,7 +81,7 @@ pub struct ReviewCrop {
     pub png_base64: String,
 }
 
-/// One exam export, as read by an agent. Schema v1.
+/// One exam export, as read by an agent. Schema v1; v2 when it carries [`Record::sample_crops`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
@@ -110,6 +112,11 @@ pub struct Record {
     /// Crops of the fields that need review.
     #[serde(default)]
     pub review_crops: Vec<ReviewCrop>,
+    /// Quality sampling (schema v2): crops of fields read `ok` that the agent drew for a blind
+    /// check, where a reviewer types what the crop shows without seeing the read. Empty (and
+    /// then not written, so the record stays v1) when none was drawn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample_crops: Vec<ReviewCrop>,
     /// Agent version.
     pub agent_version: String,
     /// Recognition model version (file digest prefix).

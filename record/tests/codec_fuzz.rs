@@ -34,6 +34,7 @@ fn sample() -> Record {
             raw: None,
         }],
         review_crops: vec![],
+        sample_crops: vec![],
         agent_version: "0.1.0".into(),
         model_version: "m1".into(),
         captured_at: at,
@@ -43,7 +44,9 @@ fn sample() -> Record {
 
 /// Every message type the hub decodes from the network; each either decodes or says why not.
 fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
-    fn one<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(), TestCaseError> {
+    fn one<T: serde::de::DeserializeOwned + record::Versioned>(
+        bytes: &[u8],
+    ) -> Result<(), TestCaseError> {
         if let Err(e) = decode::<T>(bytes) {
             prop_assert!(!e.to_string().is_empty());
         }

@@ -63,6 +63,7 @@ fn sample_record() -> Record {
             field: "r_cyl".into(),
             png_base64: "iVBORw0KGgo=".into(),
         }],
+        sample_crops: vec![],
         agent_version: "0.1.0".into(),
         model_version: "abcdef012345".into(),
         captured_at: at,
@@ -74,8 +75,16 @@ fn sample_record() -> Record {
 fn encoded_messages_validate_against_their_schemas() {
     let rec = sample_record();
     let at = rec.captured_at;
+    let sampled = Record {
+        sample_crops: vec![ReviewCrop {
+            field: "r_sph".into(),
+            png_base64: "iVBORw0KGgo=".into(),
+        }],
+        ..rec.clone()
+    };
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("record.v1.json", encode(&rec)),
+        ("record.v2.json", encode(&sampled)),
         (
             "receipt.v1.json",
             encode(&Receipt {
@@ -126,7 +135,7 @@ fn schema_rejects_what_the_codec_rejects() {
     let s = schema("record.v1.json");
     let good: Value = serde_json::from_slice(&encode(&sample_record())).unwrap();
     let mut wrong_version = good.clone();
-    wrong_version["schema_version"] = 2.into();
+    wrong_version["schema_version"] = (record::SCHEMA_VERSION + 1).into();
     let mut missing = good.clone();
     missing.as_object_mut().unwrap().remove("device_id");
     let mut extra = good.clone();
@@ -145,4 +154,29 @@ fn schema_rejects_what_the_codec_rejects() {
             "codec accepted {what}"
         );
     }
+}
+
+#[test]
+fn v2_schema_takes_sample_crops_and_v1_refuses_them() {
+    let v1 = schema("record.v1.json");
+    let v2 = schema("record.v2.json");
+    let sampled = Record {
+        sample_crops: vec![ReviewCrop {
+            field: "r_sph".into(),
+            png_base64: "iVBORw0KGgo=".into(),
+        }],
+        ..sample_record()
+    };
+    let good: Value = serde_json::from_slice(&encode(&sampled)).unwrap();
+    assert_eq!(good["schema_version"], 2);
+    assert!(v2.is_valid(&good) && !v1.is_valid(&good));
+    // The same content claiming v1: both the v1 schema and the codec refuse it.
+    let mut as_v1 = good.clone();
+    as_v1["schema_version"] = 1.into();
+    assert!(!v1.is_valid(&as_v1));
+    assert!(record::decode::<Record>(&serde_json::to_vec(&as_v1).unwrap()).is_err());
+    let mut bad_crop = good.clone();
+    bad_crop["sample_crops"][0]["surprise"] = true.into();
+    assert!(!v2.is_valid(&bad_crop));
+    assert!(record::decode::<Record>(&serde_json::to_vec(&bad_crop).unwrap()).is_err());
 }

@@ -5,10 +5,12 @@
 //! - A [`Rejection`]'s receipt id is [`rejection_id`]: the same derivation with the template id
 //!   [`REJECTION_TEMPLATE_ID`] and version 0, so it never equals a record's id and the hub can
 //!   compute it from the rejection alone.
-//! - Review crops (PNG, base64) are attached only for fields that need review, each at most
-//!   [`MAX_CROP_BYTES`] and all together at most [`MAX_CROPS_BYTES`] of PNG, so a record stays
-//!   far below the codec's payload limit; crops over the budget are left out (the field keeps
-//!   its status and reason).
+//! - Review crops (PNG, base64) are attached for fields that need review, and sample crops for
+//!   the fields read `ok` that quality sampling draws ([`super::sample`]; a record with sample
+//!   crops is written as schema v2). Each crop is at most [`MAX_CROP_BYTES`] and all together
+//!   at most [`MAX_CROPS_BYTES`] of PNG, review crops first, so a record stays far below the
+//!   codec's payload limit; crops over the budget are left out (a field needing review keeps
+//!   its status and reason; an `ok` field is then simply not sampled).
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -37,7 +39,8 @@ pub struct Recognition {
     pub firmware: String,
     /// Every canonical field of the device, in catalog order.
     pub fields: Vec<Field>,
-    /// PNG crops of fields, by field name (only those needing review are used).
+    /// PNG crops of fields, by field name (those of fields needing review, and of `ok` fields
+    /// drawn for a blind check, are used).
     pub crops: Vec<(String, Vec<u8>)>,
     /// Version of the model that read the fields.
     pub model_version: String,
@@ -55,12 +58,14 @@ fn ok_value(fields: &[Field], name: &str) -> Option<String> {
         .and_then(|f| f.value.clone())
 }
 
-/// The record for export `taken`, read as `recognition` by `device`.
+/// The record for export `taken`, read as `recognition` by `device`, with the crops of the `ok`
+/// fields drawn at `quality_sample` (a share in `[0, 1]`) for a blind check.
 pub fn build_record(
     device: &DeviceId,
     taken: &Taken,
     recognition: Recognition,
     recognized_at: DateTime<Utc>,
+    quality_sample: f64,
 ) -> Record {
     let Recognition {
         device_type,
@@ -71,23 +76,31 @@ pub fn build_record(
         crops,
         model_version,
     } = recognition;
+    let record_id = RecordId::derive(device, &taken.sha256, &template_id, template_version);
     let mut budget = MAX_CROPS_BYTES;
-    let mut review_crops = Vec::new();
-    for f in fields.iter().filter(|f| f.status.needs_review()) {
-        let Some((_, png)) = crops.iter().find(|(name, _)| *name == f.name) else {
-            continue;
-        };
-        if png.len() > MAX_CROP_BYTES || png.len() > budget {
-            continue;
+    let mut attach = |wanted: &dyn Fn(&Field) -> bool| {
+        let mut out = Vec::new();
+        for f in fields.iter().filter(|f| wanted(f)) {
+            let Some((_, png)) = crops.iter().find(|(name, _)| *name == f.name) else {
+                continue;
+            };
+            if png.len() > MAX_CROP_BYTES || png.len() > budget {
+                continue;
+            }
+            budget -= png.len();
+            out.push(ReviewCrop {
+                field: f.name.clone(),
+                png_base64: base64::engine::general_purpose::STANDARD.encode(png),
+            });
         }
-        budget -= png.len();
-        review_crops.push(ReviewCrop {
-            field: f.name.clone(),
-            png_base64: base64::engine::general_purpose::STANDARD.encode(png),
-        });
-    }
+        out
+    };
+    let review_crops = attach(&|f| f.status.needs_review());
+    let sample_crops = attach(&|f| {
+        f.status == FieldStatus::Ok && super::sample::drawn(&record_id, &f.name, quality_sample)
+    });
     Record {
-        record_id: RecordId::derive(device, &taken.sha256, &template_id, template_version),
+        record_id,
         device_id: device.clone(),
         device_type,
         patient_id: ok_value(&fields, "patient_id"),
@@ -100,6 +113,7 @@ pub fn build_record(
         image_sha256: taken.sha256.clone(),
         fields,
         review_crops,
+        sample_crops,
         agent_version: crate::AGENT_VERSION.to_owned(),
         model_version,
         captured_at: taken.captured_at,
@@ -157,7 +171,7 @@ mod tests {
             model_version: "m1".into(),
         };
         let t = taken();
-        let rec = build_record(&device, &t, r, Utc::now());
+        let rec = build_record(&device, &t, r, Utc::now(), 0.0);
         assert_eq!(
             rec.record_id,
             RecordId::derive(&device, &t.sha256, "autoref_fw2", 3)
@@ -166,6 +180,89 @@ mod tests {
         assert_eq!(rec.exam_date, None);
         assert_eq!(rec.review_crops.len(), 1);
         assert_eq!(rec.review_crops[0].field, "exam_date");
+        assert!(rec.sample_crops.is_empty());
+        assert!(record::encode(&rec).len() < record::MAX_PAYLOAD_BYTES);
+    }
+
+    fn version_of(payload: &[u8]) -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        v["schema_version"].as_u64().unwrap()
+    }
+
+    /// Four fields, two read ok, each with a crop.
+    fn mixed() -> Recognition {
+        let fields = vec![
+            field("patient_id", Some("00420042"), FieldStatus::Ok),
+            field("exam_date", Some("2021-05-13"), FieldStatus::Invalid),
+            field("r_sph", None, FieldStatus::Unreadable),
+            field("r_cyl", Some("-0.50"), FieldStatus::Ok),
+            field("pd", None, FieldStatus::Absent),
+        ];
+        let crops = fields
+            .iter()
+            .map(|f| (f.name.clone(), vec![7; 100]))
+            .collect();
+        Recognition {
+            device_type: "autoref".into(),
+            template_id: "autoref_fw2".into(),
+            template_version: 3,
+            firmware: "fw2".into(),
+            fields,
+            crops,
+            model_version: "m1".into(),
+        }
+    }
+
+    #[test]
+    fn share_one_samples_every_ok_field_as_v2_and_share_zero_none_as_v1() {
+        let device = DeviceId::new("dev-1").unwrap();
+        let t = taken();
+        let all = build_record(&device, &t, mixed(), Utc::now(), 1.0);
+        let sampled: Vec<&str> = all.sample_crops.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            sampled,
+            ["patient_id", "r_cyl"],
+            "every ok field, never another"
+        );
+        let review: Vec<&str> = all.review_crops.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(review, ["exam_date", "r_sph"]);
+        assert_eq!(version_of(&record::encode(&all)), 2);
+        let decoded: Record = record::decode(&record::encode(&all)).unwrap();
+        assert_eq!(decoded, all);
+
+        let none = build_record(&device, &t, mixed(), Utc::now(), 0.0);
+        assert!(none.sample_crops.is_empty());
+        assert_eq!(none.review_crops, all.review_crops);
+        assert_eq!(version_of(&record::encode(&none)), 1);
+        // The same export read again draws the same fields.
+        let again = build_record(&device, &t, mixed(), Utc::now(), 0.5);
+        assert_eq!(
+            again.sample_crops,
+            build_record(&device, &t, mixed(), Utc::now(), 0.5).sample_crops
+        );
+    }
+
+    #[test]
+    fn sample_crops_come_after_review_crops_in_the_budget() {
+        let device = DeviceId::new("dev-1").unwrap();
+        let mut r = mixed();
+        for n in 0..10 {
+            r.fields
+                .push(field(&format!("ok_{n}"), Some("1"), FieldStatus::Ok));
+        }
+        r.crops = r
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), vec![7; MAX_CROP_BYTES]))
+            .collect();
+        let rec = build_record(&device, &taken(), r, Utc::now(), 1.0);
+        let fit = MAX_CROPS_BYTES / MAX_CROP_BYTES;
+        assert_eq!(rec.review_crops.len(), 2, "review crops first");
+        assert_eq!(
+            rec.sample_crops.len(),
+            fit - 2,
+            "then samples, up to the budget"
+        );
         assert!(record::encode(&rec).len() < record::MAX_PAYLOAD_BYTES);
     }
 

@@ -16,6 +16,7 @@ use tracing::{debug, error, info_span, warn};
 
 use super::build::{build_record, Recognition, Refusal};
 use super::quarantine::{quarantine, QuarantineConfig, QuarantineMode};
+use super::sample::Draw;
 use super::screen::screen;
 use crate::ingest::{AfterTake, Claims, Taken};
 use crate::outbox::stage::Outgoing;
@@ -25,8 +26,9 @@ use crate::telemetry::{self, Health};
 /// Rejection code: the recognizer panicked on this export (a bug, reported with the file).
 pub const RECOGNIZER_PANIC: &str = "recognizer_panic";
 
-/// The recognition call: export bytes and file name to a result or a refusal.
-pub type RecognizeFn = dyn Fn(&[u8], &str) -> Result<Recognition, Refusal> + Send + Sync;
+/// The recognition call: export bytes, file name and the export's quality-sampling draw (which
+/// `ok` fields keep their crop) to a result or a refusal.
+pub type RecognizeFn = dyn Fn(&[u8], &str, &Draw<'_>) -> Result<Recognition, Refusal> + Send + Sync;
 
 /// Limits and routing the stage needs.
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ pub struct AssembleSettings {
     pub after_take: AfterTake,
     /// Where bad exports go.
     pub quarantine: QuarantineConfig,
+    /// `recognize.quality_sample`: the share of `ok` fields drawn for a blind check.
+    pub quality_sample: f64,
 }
 
 /// The assemble stage.
@@ -135,7 +139,8 @@ impl AssembleStage {
         )
         .and_then(|_| {
             let bytes = taken.bytes.as_deref().unwrap_or_default();
-            let call = AssertUnwindSafe(|| (self.recognize)(bytes, &taken.file_name));
+            let draw = Draw::new(device, &taken.sha256, self.settings.quality_sample);
+            let call = AssertUnwindSafe(|| (self.recognize)(bytes, &taken.file_name, &draw));
             std::panic::catch_unwind(call).unwrap_or_else(|_| {
                 Err(Refusal::new(
                     RECOGNIZER_PANIC,
@@ -145,13 +150,26 @@ impl AssembleStage {
         });
         match result {
             Ok(recognition) => {
-                let record = build_record(device, &taken, recognition, Utc::now());
+                let record = build_record(
+                    device,
+                    &taken,
+                    recognition,
+                    Utc::now(),
+                    self.settings.quality_sample,
+                );
                 self.health.export_recognized();
                 let flagged = record.review_count();
                 if flagged > 0 {
                     metrics::counter!(telemetry::FIELDS_FLAGGED).increment(flagged as u64);
                 }
-                debug!(id = %record.record_id, template = %record.template_id, flagged, "Export recognized.");
+                let sampled = record.sample_crops.len();
+                if sampled > 0 {
+                    metrics::counter!(telemetry::FIELDS_SAMPLED).increment(sampled as u64);
+                }
+                debug!(
+                    id = %record.record_id, template = %record.template_id, flagged, sampled,
+                    "Export recognized."
+                );
                 Some(Outgoing {
                     message: Message::Record(Box::new(record)),
                     remove_source: self.settings.after_take == AfterTake::Delete,

@@ -94,6 +94,7 @@ fn record(device: &DeviceId, n: u32) -> Message {
         &taken,
         r,
         chrono::Utc::now(),
+        0.0,
     )))
 }
 

@@ -3,7 +3,8 @@
 //! decode (pixel cap first) → grey → identify the layout and fit its map (`vision::layout`) →
 //! one normalised crop per field box through that map → ONE batched `Model::read` with each
 //! field's grammar constraint → per-field status ([`super::validate`]) → template rules →
-//! PNG crops of the fields that need review.
+//! PNG crops of the fields that need review, and of the `ok` fields quality sampling draws
+//! ([`crate::assemble::sample`]).
 //!
 //! Expected outcomes are values: an export that cannot be read is a [`Refusal`] with a
 //! stable code (`empty_file`, `not_an_image`, `unsupported_format`, `corrupt_image`,
@@ -20,6 +21,7 @@ use super::decode::FieldConstraint;
 use super::input;
 use super::model::Model;
 use super::validate::{self, FieldPolicy};
+use crate::assemble::sample::Draw;
 
 /// Rejection code: no template accepts the export.
 pub const UNKNOWN_LAYOUT: &str = "unknown_layout";
@@ -65,7 +67,8 @@ pub struct Recognized {
     pub fields: Vec<Field>,
     /// Per field, the best guess of its normalised value (see [`validate::best_guess`]).
     pub guesses: Vec<Option<String>>,
-    /// 8-bit grey PNG of the normalised crop of every field that needs review, by field name.
+    /// 8-bit grey PNG of the normalised crop of every field that needs review, and of every
+    /// `ok` field drawn for a blind check, by field name.
     pub crops: Vec<(String, Vec<u8>)>,
     /// Version of the model that read the fields.
     pub model_version: String,
@@ -156,9 +159,20 @@ impl Recognizer {
         self.model.model_version()
     }
 
-    /// Reads one export. `file_name` only labels log lines.
-    #[tracing::instrument(level = "debug", skip(self, bytes), fields(template))]
+    /// Reads one export. `file_name` only labels log lines. No `ok` field keeps its crop.
     pub fn recognize(&self, bytes: &[u8], file_name: &str) -> Result<Recognized, Refusal> {
+        self.recognize_drawn(bytes, file_name, None)
+    }
+
+    /// Reads one export, keeping the crops of the `ok` fields that `draw` picks for a blind
+    /// check (quality sampling) beside those of the fields that need review.
+    #[tracing::instrument(level = "debug", skip(self, bytes, draw), fields(template))]
+    pub fn recognize_drawn(
+        &self,
+        bytes: &[u8],
+        file_name: &str,
+        draw: Option<&Draw<'_>>,
+    ) -> Result<Recognized, Refusal> {
         let t0 = Instant::now();
         let mut timings = Timings::default();
         let decoded = input::decode(bytes, self.max_pixels)?;
@@ -224,7 +238,7 @@ impl Recognizer {
         let crops = fields
             .iter()
             .zip(&crops)
-            .filter(|(f, _)| f.status.needs_review())
+            .filter(|(f, _)| f.status.needs_review() || draw.is_some_and(|d| d.keeps(t, f)))
             .filter_map(|(f, c)| crop_png(c).map(|png| (f.name.clone(), png)))
             .collect();
         let mut r = recognized(t, fields, guesses, crops, self.model.model_version(), m);

@@ -50,6 +50,7 @@ pub fn synthetic(device: &DeviceId, n: u32) -> Message {
         &taken,
         recognition,
         chrono::Utc::now(),
+        0.0,
     )))
 }
 

@@ -34,8 +34,14 @@ pub async fn healthz(State(s): State<HttpState>) -> axum::response::Response {
     }
 }
 
-/// `GET /metrics`
-pub async fn metrics_text() -> String {
+/// `GET /metrics`: the recorder's metrics, with the quality-sampling figures read from the
+/// database first (when it does not answer, the rest is rendered anyway).
+pub async fn metrics_text(State(s): State<HttpState>) -> String {
+    let quality = async { crate::quality::publish_metrics(&*s.db.client().await?).await };
+    if let Err(error) = quality.await {
+        // /healthz reports the database; one line per scrape would only repeat it.
+        tracing::debug!(%error, "Blind-check metrics not refreshed from the database.");
+    }
     telemetry::prometheus().render()
 }
 

@@ -4,7 +4,7 @@
 //! | route | who | answer |
 //! |---|---|---|
 //! | `GET /healthz` | anyone | `200 ok` when every stage runs and PostgreSQL answers, else `503` with the reason |
-//! | `GET /metrics` | anyone | Prometheus text format (no patient data) |
+//! | `GET /metrics` | anyone | Prometheus text format (no patient data; the blind-check counts and the ok-but-wrong estimate read from the database) |
 //! | `POST /api/token` | anyone | form `name`, `password` → a bearer token (text); `401` wrong, `429` backing off |
 //! | `POST /api/logout` | bearer | ends the token |
 //! | `GET /api/records?patient_id=&device_id=&from=&to=&limit=&offset=` | reader | stored records, newest capture first; `from`/`to` RFC 3339 bounds on `captured_at`; `limit` ≤ 1000 (default 100); audited |
@@ -20,6 +20,9 @@
 //! | `POST /review` | page session + CSRF, reviewer | form `record_id`, `field`, `action=value\|absent\|escalate\|wrong_exam`, `value`, `skip`, `back` → `303` to the next item; `400` with the page and the reason |
 //! | `GET /review/patients` | reviewer | the exams without a patient, to match (audited) |
 //! | `POST /review/patients` | page session + CSRF, reviewer | form `record_id` → opens its `patient_id` item, `303` to it |
+//! | `GET /review/blind?skip=` | reviewer | a blind check (quality sampling): the crop of a field read ok, never its value (audited) |
+//! | `POST /review/blind` | page session + CSRF, reviewer | form `record_id`, `field`, `action=value\|absent`, `value`, `skip` → `303` to the next check; `400` with the page and the reason |
+//! | `GET /review/quality` | reader | the ok-but-wrong estimate per template and field, with its 95% Wilson interval |
 //! | `GET /fhir/metadata` | anyone | the FHIR CapabilityStatement |
 //! | `GET /fhir/Observation?patient=&date=&code=`, `/fhir/DiagnosticReport/{id}`, ... | reader | FHIR R4 (`application/fhir+json`), searchset Bundles with paging; audited; see [`crate::fhir::serve`] |
 //!
@@ -34,9 +37,11 @@
 //! - [`pages`]: the HTML pages.
 //! - [`review_page`]: the review station page.
 //! - [`patients_page`]: the exams without a patient, to match.
+//! - [`blind_page`]: the quality-sampling pages: the blind check and the estimate.
 //! - [`serve`]: the accept loop: per-address connection cap, TLS, header timeout.
 
 pub mod api;
+pub mod blind_page;
 pub mod pages;
 pub mod patients_page;
 pub mod review_page;

@@ -18,6 +18,19 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Hidden form inputs, one per `(name, value)`, the values escaped.
+pub fn hidden_inputs(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                escape(value)
+            )
+        })
+        .collect()
+}
+
 /// `GET /` (reader): the fleet.
 pub async fn fleet_page(State(s): State<HttpState>, a: Authed) -> Result<Html<String>, HttpError> {
     let who = a.require(Permission::ReadRecords)?;
@@ -55,8 +68,10 @@ pub async fn fleet_page(State(s): State<HttpState>, a: Authed) -> Result<Html<St
     }
     html.push_str("</table>");
     if who.may(Permission::ResolveReviews) {
-        html += "<p><a id=\"review\" href=\"/review\">Review station</a></p>";
+        html += "<p><a id=\"review\" href=\"/review\">Review station</a> · \
+                 <a id=\"blind-checks\" href=\"/review/blind\">Blind checks</a></p>";
     }
+    html += "<p><a id=\"quality\" href=\"/review/quality\">Quality: fields read ok, checked blind</a></p>";
     html += &format!(
         "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          {} ({}) <button>Log out</button></form></body></html>",

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::review::{self, Context, Decision, Item, ReviewError};
 use crate::users::Permission;
 
-use super::pages::escape;
+use super::pages::{escape, hidden_inputs};
 use super::router::{HttpError, HttpState};
 use super::session::Authed;
 
@@ -201,14 +201,15 @@ pub async fn review_decide(
     }
 }
 
-const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;max-width:60em}\
+/// The review station's look (also the blind-check pages').
+pub(super) const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;max-width:60em}\
     .crop{height:110px;image-rendering:pixelated;border:1px solid #888;background:#fff}\
     .read{font-size:1.4em;font-family:monospace}.err{color:#b00;font-weight:bold}\
     input[name=value]{font-size:1.6em;font-family:monospace;width:12em}\
     td,th{padding:1px 10px;text-align:left}.muted{color:#777}kbd{border:1px solid #999;padding:0 3px}";
 
 /// Tab (with nothing typed, or always) skips; the accesskeys give Alt+A and Alt+E.
-const SCRIPT: &str = "document.addEventListener('DOMContentLoaded',()=>{\
+pub(super) const SCRIPT: &str = "document.addEventListener('DOMContentLoaded',()=>{\
     const v=document.querySelector('input[name=value]');if(!v)return;v.focus();\
     v.addEventListener('keydown',e=>{if(e.key==='Tab'){e.preventDefault();\
     location.href=document.getElementById('skip').href;}});});";
@@ -230,7 +231,9 @@ pub(super) fn head(user: &str, title: &str) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>examlink {title}</title>\
          <style>{STYLE}</style><script>{SCRIPT}</script></head><body>\
          <p class=\"muted\"><a href=\"/\">fleet</a> · <a href=\"/review\">review station</a> · \
-         <a id=\"patients-link\" href=\"/review/patients\">patients to match</a> · {} </p>",
+         <a id=\"patients-link\" href=\"/review/patients\">patients to match</a> · \
+         <a id=\"blind-link\" href=\"/review/blind\">blind check</a> · \
+         <a href=\"/review/quality\">quality</a> · {} </p>",
         escape(user)
     )
 }
@@ -293,20 +296,13 @@ fn render(
     if let Some(e) = error {
         h += &format!("<p class=\"err\" id=\"error\">{}</p>", escape(e));
     }
-    let hidden = |name: &str, value: &str| {
-        format!(
-            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
-            escape(value)
-        )
-    };
-    let fields = [
-        hidden("record_id", &it.record_id),
-        hidden("field", &it.field),
-        hidden("csrf", csrf),
-        hidden("skip", &skip.to_string()),
-        hidden("back", p.back),
-    ]
-    .concat();
+    let fields = hidden_inputs(&[
+        ("record_id", &it.record_id),
+        ("field", &it.field),
+        ("csrf", csrf),
+        ("skip", &skip.to_string()),
+        ("back", p.back),
+    ]);
     let skip_to = if p.one {
         "/review/patients".to_owned()
     } else {

@@ -11,7 +11,7 @@ use axum::Router;
 use crate::load::Db;
 use crate::users::Logins;
 
-use super::{api, pages, patients_page, review_page, session};
+use super::{api, blind_page, pages, patients_page, review_page, session};
 
 /// A request that failed.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,11 @@ pub fn router(state: HttpState) -> Router {
             "/review/patients",
             get(patients_page::patients_page).post(patients_page::open_for_matching),
         )
+        .route(
+            "/review/blind",
+            get(blind_page::blind_page).post(blind_page::blind_answer),
+        )
+        .route("/review/quality", get(blind_page::quality_page))
         .route("/", get(pages::fleet_page))
         .merge(crate::fhir::serve::routes())
         .with_state(state)

@@ -7,10 +7,11 @@
 //!    RETURNING record_id`: the returned ids are new (Stored), the others already were there
 //!    (Duplicate). A second hub inserting the same id concurrently waits for the first's
 //!    COMMIT and then skips it, so each record is stored once.
-//! 3. `COPY measurements FROM STDIN BINARY` and the review queue, for new records only (a
-//!    record whose clocks look wrong gets a `captured_at` review item with the reason). A new
-//!    record for an export already stored under another record id (a re-read under a new
-//!    template version) supersedes it: `supersedes` / `superseded_by` link the two.
+//! 3. `COPY measurements FROM STDIN BINARY`, the review queue and the blind checks (one per
+//!    sample crop: quality sampling), for new records only (a record whose clocks look wrong
+//!    gets a `captured_at` review item with the reason). A new record for an export already
+//!    stored under another record id (a re-read under a new template version) supersedes it:
+//!    `supersedes` / `superseded_by` link the two.
 //! 4. Rejects (kept whole) and deferrals (noted, one row per record id, counted); a stored
 //!    record's deferral row goes.
 //! 5. COMMIT. Only then are the [`Outcome`]s returned.
@@ -43,6 +44,7 @@ pub struct Statements {
     devices: Statement,
     records: Statement,
     review: Statement,
+    blind: Statement,
     rejects: Statement,
     deferrals: Statement,
     undefer: Statement,
@@ -70,6 +72,11 @@ RETURNING record_id";
 const INSERT_REVIEW: &str = "
 INSERT INTO review_queue (record_id, field, status, raw, reason, crop_png)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+ON CONFLICT DO NOTHING";
+
+const INSERT_BLIND_CHECKS: &str = "
+INSERT INTO blind_checks (record_id, field, template, template_version, read_value, crop_png)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::bytea[])
 ON CONFLICT DO NOTHING";
 
 const INSERT_REJECTS: &str = "
@@ -113,6 +120,7 @@ impl Statements {
                 .await?,
             records: client.prepare(INSERT_RECORDS).await?,
             review: client.prepare(INSERT_REVIEW).await?,
+            blind: client.prepare(INSERT_BLIND_CHECKS).await?,
             rejects: client.prepare(INSERT_REJECTS).await?,
             deferrals: client.prepare(INSERT_DEFERRALS).await?,
             undefer: client.prepare(DELETE_DEFERRALS).await?,
@@ -215,6 +223,7 @@ pub async fn write(
     let fresh_records: Vec<&Record> = fresh.iter().map(|v| &v.record).collect();
     copy_measurements(&tx, &fresh_records).await?;
     insert_review(&tx, st, &fresh).await?;
+    insert_blind_checks(&tx, st, &fresh).await?;
     if !fresh.is_empty() {
         let ids: Vec<&str> = fresh.iter().map(|v| v.record.record_id.as_str()).collect();
         tx.execute(&st.supersede, &[&ids]).await?;
@@ -432,6 +441,39 @@ async fn insert_review(
     if !ids.is_empty() {
         tx.execute(&st.review, &[&ids, &fields, &status, &raw, &reason, &crop])
             .await?;
+    }
+    Ok(())
+}
+
+/// One blind check per sample crop of a new record: the crop and the value read `ok` (the
+/// validate stage made sure each names a field read `ok`, so it has a value).
+async fn insert_blind_checks(
+    tx: &tokio_postgres::Transaction<'_>,
+    st: &Statements,
+    fresh: &[&Valid],
+) -> Result<(), tokio_postgres::Error> {
+    let (mut ids, mut fields, mut template, mut version, mut read, mut crop) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for v in fresh {
+        let r = &v.record;
+        for (name, png) in &v.samples {
+            let Some(value) = r.field(name).and_then(|f| f.value.as_deref()) else {
+                continue;
+            };
+            ids.push(r.record_id.as_str());
+            fields.push(name.as_str());
+            template.push(r.template_id.as_str());
+            version.push(i32::try_from(r.template_version).unwrap_or(-1));
+            read.push(value);
+            crop.push(png.as_slice());
+        }
+    }
+    if !ids.is_empty() {
+        tx.execute(
+            &st.blind,
+            &[&ids, &fields, &template, &version, &read, &crop],
+        )
+        .await?;
     }
     Ok(())
 }

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "republish_revisions",
         include_str!("../../migrations/0008_republish_revisions.sql"),
     ),
+    (
+        9,
+        "blind_checks",
+        include_str!("../../migrations/0009_blind_checks.sql"),
+    ),
 ];
 
 /// Creates the schema if needed and applies the missing migrations; returns those applied.

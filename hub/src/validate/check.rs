@@ -14,7 +14,7 @@ use crate::templates::{Catalog, Versions};
 
 use super::fields;
 
-/// Decoded review crops: field name and PNG bytes.
+/// Decoded review or sample crops: field name and PNG bytes.
 pub type Crops = Vec<(String, Vec<u8>)>;
 
 /// A record that passed every check, ready to load.
@@ -22,12 +22,16 @@ pub type Crops = Vec<(String, Vec<u8>)>;
 pub struct Valid {
     /// The record.
     pub record: Record,
-    /// The record re-encoded ([`record::encode`]): what is republished.
+    /// The record re-encoded ([`record::encode`]) without its sample crops: what is
+    /// republished on the results tree (so schema v1: the blind checks stay at the hub).
     pub encoded: Bytes,
-    /// The JSON stored in `records.payload` (the record without its review crops).
+    /// The JSON stored in `records.payload` (the record without its review and sample crops,
+    /// which go to `review_queue` and `blind_checks`).
     pub stored_json: String,
     /// Decoded review crops.
     pub crops: Crops,
+    /// Decoded sample crops (quality sampling): fields read `ok` for the blind-check queue.
+    pub samples: Crops,
     /// When the hub received it.
     pub received_at: DateTime<Utc>,
     /// Why the record's clocks look wrong, when they do: it is stored with `clock_suspect`
@@ -91,6 +95,14 @@ pub struct Validator {
 
 struct Fail(&'static str, String);
 
+/// A record that passed the checks, with its decoded crops and the clock verdict.
+struct Passed {
+    record: Record,
+    crops: Crops,
+    samples: Crops,
+    clock: Option<String>,
+}
+
 impl Validator {
     /// A validator for one version per template: `templates`.
     pub fn new(templates: Arc<TemplateSet>, config: ValidateConfig) -> Self {
@@ -105,12 +117,18 @@ impl Validator {
     /// Checks one message at time `now`.
     pub fn check(&self, inbound: Inbound, now: DateTime<Utc>) -> Checked {
         match self.check_record(&inbound, now) {
-            Ok((record, crops, clock)) => {
-                let encoded = Bytes::from(record::encode(&record));
-                let stored_json = if record.review_crops.is_empty() {
+            Ok(Passed {
+                record,
+                crops,
+                samples,
+                clock,
+            }) => {
+                let mut lean = record.clone();
+                lean.sample_crops.clear();
+                let encoded = Bytes::from(record::encode(&lean));
+                let stored_json = if lean.review_crops.is_empty() {
                     String::from_utf8_lossy(&encoded).into_owned()
                 } else {
-                    let mut lean = record.clone();
                     lean.review_crops.clear();
                     String::from_utf8_lossy(&record::encode(&lean)).into_owned()
                 };
@@ -119,6 +137,7 @@ impl Validator {
                     encoded,
                     stored_json,
                     crops,
+                    samples,
                     received_at: inbound.received_at,
                     clock,
                 }))
@@ -147,11 +166,7 @@ impl Validator {
         }
     }
 
-    fn check_record(
-        &self,
-        inbound: &Inbound,
-        now: DateTime<Utc>,
-    ) -> Result<(Record, Crops, Option<String>), Fail> {
+    fn check_record(&self, inbound: &Inbound, now: DateTime<Utc>) -> Result<Passed, Fail> {
         if let Some(why) = &inbound.refused {
             return Err(Fail("forbidden", why.clone()));
         }
@@ -179,7 +194,7 @@ impl Validator {
                 CodecError::MissingVersion | CodecError::UnsupportedVersion { .. } => {
                     "schema_version"
                 }
-                CodecError::Schema(_) => "schema",
+                CodecError::Schema { .. } => "schema",
             };
             Fail(code, e.to_string())
         })?;
@@ -215,7 +230,13 @@ impl Validator {
         check_rules(&record, template)?;
         let clock = self.check_dates(&record, now)?;
         let crops = fields::decode_crops(&record).map_err(|r| Fail("crop", r))?;
-        Ok((record, crops, clock))
+        let samples = fields::decode_sample_crops(&record).map_err(|r| Fail("crop", r))?;
+        Ok(Passed {
+            record,
+            crops,
+            samples,
+            clock,
+        })
     }
 
     /// Checks the record's clocks. A date that cannot be parsed is a failure; a clock far off

@@ -2,11 +2,11 @@
 //! first problem as a sentence naming the field and the value.
 
 use base64::Engine;
-use record::{FieldStatus, Record, Template};
+use record::{FieldStatus, Record, ReviewCrop, Template};
 
 /// Longest free-text value (file names, versions, reasons, raw readings).
 const MAX_TEXT: usize = 256;
-/// Largest decoded review crop.
+/// Largest decoded review or sample crop.
 const MAX_CROP_BYTES: usize = 256 * 1024;
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -150,26 +150,50 @@ pub fn check_header(r: &Record) -> Result<(), String> {
 
 /// Review crops: only for fields that need review, once each, PNG, bounded.
 pub fn decode_crops(r: &Record) -> Result<super::Crops, String> {
-    let mut out: super::Crops = Vec::with_capacity(r.review_crops.len());
-    for c in &r.review_crops {
-        let needs = r.field(&c.field).is_some_and(|f| f.status.needs_review());
-        if !needs || out.iter().any(|(n, _)| *n == c.field) {
+    decode_list(
+        r,
+        &r.review_crops,
+        "review crop",
+        "a field needing review",
+        |s| s.needs_review(),
+    )
+}
+
+/// Sample crops (quality sampling, schema v2): only for fields whose status is `ok`, once
+/// each, PNG, bounded like review crops.
+pub fn decode_sample_crops(r: &Record) -> Result<super::Crops, String> {
+    decode_list(r, &r.sample_crops, "sample crop", "a field read ok", |s| {
+        s == FieldStatus::Ok
+    })
+}
+
+fn decode_list(
+    r: &Record,
+    crops: &[ReviewCrop],
+    what: &str,
+    must_be: &str,
+    wanted: fn(FieldStatus) -> bool,
+) -> Result<super::Crops, String> {
+    let mut out: super::Crops = Vec::with_capacity(crops.len());
+    for c in crops {
+        let fits = r.field(&c.field).is_some_and(|f| wanted(f.status));
+        if !fits || out.iter().any(|(n, _)| *n == c.field) {
             return Err(format!(
-                "crop for {:?}, which is not a field needing review (or repeated)",
+                "{what} for {:?}, which is not {must_be} (or repeated)",
                 c.field
             ));
         }
         if c.png_base64.len() > MAX_CROP_BYTES * 4 / 3 + 4 {
             return Err(format!(
-                "crop for {} larger than {MAX_CROP_BYTES} bytes",
+                "{what} for {} larger than {MAX_CROP_BYTES} bytes",
                 c.field
             ));
         }
         let png = base64::engine::general_purpose::STANDARD
             .decode(&c.png_base64)
-            .map_err(|e| format!("crop for {}: not base64: {e}", c.field))?;
+            .map_err(|e| format!("{what} for {}: not base64: {e}", c.field))?;
         if !png.starts_with(PNG_MAGIC) {
-            return Err(format!("crop for {} is not a PNG", c.field));
+            return Err(format!("{what} for {} is not a PNG", c.field));
         }
         out.push((c.field.clone(), png));
     }

@@ -5,8 +5,9 @@
 //! payload device = topic device, text sanity, known template and version, record id derived
 //! from content, every field (names and order, status consistency, and for `ok` fields
 //! [`record::FieldSpec::check_value_at`], number and unit), header = fields, the template's rules,
-//! dates, review crops. The first failure becomes a [`Reject`] with a stable code (a bounded
-//! metrics label) and a reason naming the field and value.
+//! dates, review crops, sample crops (quality sampling, schema v2: only for fields read `ok`).
+//! The first failure becomes a [`Reject`] with a stable code (a bounded metrics label) and a
+//! reason naming the field and value.
 //!
 //! Two kinds of failure ([`Reject::defer`]):
 //! - *not yet* ([`is_deferred`]): a template id or version the hub has not seen, a newer schema

@@ -144,6 +144,69 @@ fn flagged_fields_are_accepted_and_dates_checked() {
     assert!(!v.stored_json.contains("png_base64\":\"iVBOR"));
 }
 
+fn png_base64() -> String {
+    base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\nxxxx")
+}
+
+#[test]
+fn sample_crops_of_ok_fields_are_kept_apart_and_checked_like_review_crops() {
+    let mut r = testkit::record(&dev("a"), 1);
+    r.sample_crops.push(record::ReviewCrop {
+        field: "r_sph".into(),
+        png_base64: png_base64(),
+    });
+    let payload = record::encode(&r);
+    assert!(String::from_utf8_lossy(&payload).contains("\"schema_version\":2"));
+    let Checked::Valid(v) = check_record(&r) else {
+        panic!("a v2 record with a sample crop is refused")
+    };
+    assert_eq!(v.samples.len(), 1);
+    assert_eq!(v.samples[0].0, "r_sph");
+    assert!(v.crops.is_empty());
+    // Neither the stored payload nor the republished record carries them: both stay v1.
+    assert!(
+        !v.stored_json.contains("sample_crops") && v.stored_json.contains("\"schema_version\":1")
+    );
+    let republished = record::decode::<Record>(&v.encoded).unwrap();
+    assert!(republished.sample_crops.is_empty());
+    assert!(String::from_utf8_lossy(&v.encoded).contains("\"schema_version\":1"));
+
+    // A sample crop must name a field read ok, once, and be a PNG.
+    let mut flagged = r.clone();
+    flagged.fields[3].status = FieldStatus::Unreadable;
+    flagged.fields[3].value = None;
+    flagged.fields[3].number = None;
+    let (code, reason) = code_of(check_record(&flagged));
+    assert_eq!(code, "crop");
+    assert!(reason.contains("sample crop for \"r_sph\""), "{reason}");
+    let mut twice = r.clone();
+    twice.sample_crops.push(twice.sample_crops[0].clone());
+    assert_eq!(code_of(check_record(&twice)).0, "crop");
+    let mut unknown = r.clone();
+    unknown.sample_crops[0].field = "nope".into();
+    assert_eq!(code_of(check_record(&unknown)).0, "crop");
+    let mut not_png = r.clone();
+    not_png.sample_crops[0].png_base64 =
+        base64::engine::general_purpose::STANDARD.encode(b"GIF89a");
+    let (code, reason) = code_of(check_record(&not_png));
+    assert_eq!(code, "crop");
+    assert!(reason.contains("not a PNG"), "{reason}");
+}
+
+#[test]
+fn a_v1_payload_with_sample_crops_is_a_schema_reject() {
+    let mut r = testkit::record(&dev("a"), 1);
+    r.sample_crops.push(record::ReviewCrop {
+        field: "r_sph".into(),
+        png_base64: png_base64(),
+    });
+    let mut j: serde_json::Value = serde_json::from_slice(&record::encode(&r)).unwrap();
+    j["schema_version"] = 1.into();
+    let c = validator().check(inbound_on("a", serde_json::to_vec(&j).unwrap()), Utc::now());
+    let Checked::Rejected(x) = c else { panic!() };
+    assert_eq!((x.code, x.defer), ("schema", false));
+}
+
 #[test]
 fn a_clock_far_off_is_recorded_never_refused() {
     let r = testkit::record(&dev("a"), 1);
