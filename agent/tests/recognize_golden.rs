@@ -69,7 +69,7 @@ fn golden_accuracy_on_the_shared_samples() {
         let n = label.fields.len();
         t.fields += n;
         let r = match result {
-            Ok(r) if r.template_id == layout => {
+            Ok(r) if r.recognition.template_id == layout => {
                 let tm = &r.timings;
                 let e = times.entry(layout.clone()).or_default();
                 e.0 += 1;
@@ -84,7 +84,7 @@ fn golden_accuracy_on_the_shared_samples() {
             Ok(r) => {
                 t.misrouted += 1;
                 t.silent += n;
-                problems.push(format!("{name}: routed to {}", r.template_id));
+                problems.push(format!("{name}: routed to {}", r.recognition.template_id));
                 continue;
             }
             Err(u) => {
@@ -97,12 +97,12 @@ fn golden_accuracy_on_the_shared_samples() {
         };
         for (fname, want) in &label.fields {
             let want = want.as_str();
-            let Some(i) = r.fields.iter().position(|f| &f.name == fname) else {
+            let Some(i) = r.fields().iter().position(|f| &f.name == fname) else {
                 t.review += 1;
                 t.review_hard += 1;
                 continue;
             };
-            let (f, guess) = (&r.fields[i], &r.guesses[i]);
+            let (f, guess) = (&r.fields()[i], &r.guesses[i]);
             let correct = match want {
                 None => f.status == FieldStatus::Absent || guess.is_none(),
                 Some(w) => guess.as_deref() == Some(w),

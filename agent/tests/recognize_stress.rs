@@ -56,7 +56,10 @@ fn look_alike_firmware_and_model_strings_are_refused() {
                 let name = format!("{id}_lookalike_{n}.{}", e.format);
                 tried += 1;
                 match r.recognize(&bytes, &name) {
-                    Ok(rec) => panic!("{which:?} look-alike {name} read as {}", rec.template_id),
+                    Ok(rec) => panic!(
+                        "{which:?} look-alike {name} read as {}",
+                        rec.recognition.template_id
+                    ),
                     Err(u) => {
                         assert_eq!(u.code, "unknown_layout", "{name}: {u}");
                         println!("{name}: {}", u.reason);
@@ -97,9 +100,12 @@ fn exports_past_the_documented_variation_are_read_or_refused_never_wrong() {
                     continue;
                 }
             };
-            assert_eq!(&rec.template_id, id, "{name} read as another layout");
+            assert_eq!(
+                &rec.recognition.template_id, id,
+                "{name} read as another layout"
+            );
             read += 1;
-            for f in &rec.fields {
+            for f in rec.fields() {
                 let want = e.label.get(&f.name).expect("a labelled field");
                 if f.status == FieldStatus::Ok && f.value.as_deref() != want {
                     silent.push(format!("{name} {}: {:?} for {want:?}", f.name, f.value));

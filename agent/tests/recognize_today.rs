@@ -91,7 +91,7 @@ fn exports_made_today_at_any_hour_are_read_ok() {
             let name = format!("{}_{SEED}_{n}.{}", t.id, e.format);
             tl.exports += 1;
             let r = match recognizer.recognize(&bytes, &name) {
-                Ok(r) if r.template_id == t.id => r,
+                Ok(r) if r.recognition.template_id == t.id => r,
                 other => {
                     // Counted, not asserted: identification is the golden and layout tests'.
                     tl.rejected += 1;
@@ -99,7 +99,7 @@ fn exports_made_today_at_any_hour_are_read_ok() {
                     continue;
                 }
             };
-            for f in &r.fields {
+            for f in r.fields() {
                 tl.fields += 1;
                 tl.review += usize::from(f.status != FieldStatus::Ok);
             }

@@ -22,6 +22,7 @@ fn sampled(d: &DeviceId, n: u64, field: &str) -> Record {
     r.sample_crops.push(ReviewCrop {
         field: field.into(),
         png_base64: base64::engine::general_purpose::STANDARD.encode(PNG),
+        context: None,
     });
     r
 }

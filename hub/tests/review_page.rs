@@ -31,9 +31,76 @@ use hub::users::UserRole;
 use record::{DeviceId, FieldStatus, ReceiptOutcome};
 use util::{device, free_port, TestHub, TestSchema};
 
-/// A record of device `d` (number `n`) whose `patient_id`, `r_cyl` and `pd` were unreadable.
+/// The `patient_id` of a real export (the development sample `autoref_fw2_001`) as an agent
+/// sends it for review: its label, the field crop and the context crop with the field's box,
+/// cut through the template's box and the export's fitted map as the agent cuts them. `None` only when the samples are
+/// absent and `EXAMLINK_ALLOW_SKIP=1`.
+fn sample_patient_crop() -> Option<(String, record::ReviewCrop)> {
+    use base64::Engine;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let samples = std::env::var_os("EXAMLINK_SAMPLES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/devices"));
+    let png = samples.join("autoref_fw2/autoref_fw2_001.png");
+    if !png.exists() && std::env::var("EXAMLINK_ALLOW_SKIP").as_deref() == Ok("1") {
+        eprintln!(
+            "SKIPPED: the item's real crops (no samples at {})",
+            samples.display()
+        );
+        return None;
+    }
+    let label: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(png.with_extension("json")).expect("the sample's label (EXAMLINK_SAMPLES)"),
+    )
+    .unwrap();
+    let templates = record::TemplateSet::load_dir(&root.join("templates")).unwrap();
+    let t = templates.get("autoref_fw2").unwrap();
+    let bbox = t.field("patient_id").unwrap().bbox.map(|v| v as f32);
+    let img = vision::GrayF32::from_image(&image::open(&png).expect("the sample decodes"));
+    // The export's own alignment, as the agent fits it.
+    let map = vision::Layouts::new(&templates)
+        .unwrap()
+        .identify(&img)
+        .expect("the sample is identified")
+        .map;
+    let encode = |w: u32, h: u32, px: Vec<u8>| {
+        let mut out = Vec::new();
+        image::GrayImage::from_raw(w, h, px)
+            .unwrap()
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(out)
+    };
+    let (crop, _) = vision::normalise_crop(&img, &map, bbox);
+    let crop = encode(
+        vision::CROP_W as u32,
+        vision::CROP_H as u32,
+        vision::crop::to_u8(&crop),
+    );
+    let c = vision::context::context_crop(&img, &map, bbox, t.width, t.height);
+    let context = record::ContextCrop {
+        png_base64: encode(c.width, c.height, c.pixels),
+        bbox: c.bbox,
+    };
+    let crop = record::ReviewCrop {
+        field: "patient_id".into(),
+        png_base64: crop,
+        context: Some(context),
+    };
+    Some((
+        label["fields"]["patient_id"].as_str().unwrap().to_owned(),
+        crop,
+    ))
+}
+
+/// A record of device `d` (number `n`) whose `patient_id`, `r_cyl` and `pd` were unreadable;
+/// `patient_id` is a real export's, with its crops.
 fn flagged(d: &DeviceId, n: u64) -> (record::Record, Vec<(String, String)>) {
     let mut r = testkit::record(d, n);
+    if let Some((label, crop)) = sample_patient_crop() {
+        r.fields[0].value = Some(label);
+        r.review_crops.push(crop);
+    }
     let mut truth = Vec::new();
     for i in [0, 4, 17] {
         let f = &mut r.fields[i];
@@ -191,6 +258,11 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     wait_text(&c, "#item", "patient_id").await;
     assert!(text(&c, "#blind").await.is_some());
     assert_eq!(text(&c, "#read").await, None);
+    if !r.review_crops.is_empty() {
+        // The field's crop, large, and the export around it with the box outlined.
+        assert!(c.find(Locator::Css("img.crop")).await.is_ok());
+        assert!(c.find(Locator::Css("#context svg rect")).await.is_ok());
+    }
     shot(&c, "review-item.png").await;
     // Tab skips to the next item (pd, then r_cyl: same priority, by name).
     type_keys(&c, "\u{E004}").await;
@@ -221,6 +293,14 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     // Her entry waits for a second key; the item has left her queue.
     wait_for(&c, "#empty", "an empty queue").await;
     shot(&c, "review-empty.png").await;
+    // The exam still has no patient: it is on the patients to match, its item awaiting a key.
+    c.goto(&format!("{base}/review/patients")).await.unwrap();
+    wait_for(&c, "#patients", "the patients to match").await;
+    assert!(text(&c, &format!("tr[data-record=\"{id}\"]"))
+        .await
+        .unwrap()
+        .contains("1 blind entry"));
+    shot(&c, "review-patients.png").await;
     c.close().await.unwrap();
     let pending = "SELECT count(*) FROM review_queue WHERE resolved_at IS NULL";
     assert_eq!(
@@ -353,6 +433,7 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     sampled.sample_crops.push(record::ReviewCrop {
         field: "pd".into(),
         png_base64: "iVBORw0KGgoAAAANSUhEUg==".into(),
+        context: None,
     });
     let read = sampled.field("pd").and_then(|f| f.value.clone()).unwrap();
     d.publish_record(&sampled).await;

@@ -5,13 +5,13 @@
 //! Versions: this build reads [`OLDEST_SCHEMA_VERSION`]`..=`[`SCHEMA_VERSION`]. It writes each
 //! message with the oldest version that can carry it ([`Versioned::schema_version`]): version 1,
 //! unless the message holds content only a newer schema has (v2: a [`Record`]'s
-//! `sample_crops`). So a reader of an older build sees a newer version only when the message
+//! `sample_crops`, or a review crop's `context`). So a reader of an older build sees a newer version only when the message
 //! carries content it cannot read, and the hub defers such a record rather than refusing it.
 //!
 //! | version | adds |
 //! |---|---|
 //! | 1 | the messages of [`crate::record`] |
-//! | 2 | `Record.sample_crops` (quality sampling: crops of fields read `ok`, for blind checks) |
+//! | 2 | `Record.sample_crops` (quality sampling: crops of fields read `ok`, for blind checks); `ReviewCrop.context` (the export around a flagged field, with its box) |
 //!
 //! Decoding checks, in order: size ≤ [`MAX_PAYLOAD_BYTES`], valid JSON object, a
 //! `schema_version` this build reads, then the message's fields (unknown fields are errors),
@@ -46,9 +46,10 @@ pub trait Versioned {
 }
 
 impl Versioned for Record {
-    /// 2 when the record carries `sample_crops`, else 1.
+    /// 2 when the record carries `sample_crops` or a review crop with its `context`, else 1.
     fn schema_version(&self) -> u64 {
-        if self.sample_crops.is_empty() {
+        let context = self.review_crops.iter().any(|c| c.context.is_some());
+        if self.sample_crops.is_empty() && !context {
             1
         } else {
             2
@@ -195,6 +196,7 @@ mod tests {
             sample_crops: vec![ReviewCrop {
                 field: "r_sph".into(),
                 png_base64: "iVBORw0KGgo=".into(),
+                context: None,
             }],
             ..r
         }
@@ -278,7 +280,7 @@ mod tests {
             plain
         );
         // sample_crops under schema_version 1: refused, naming both versions.
-        let mut v: Value = serde_json::from_slice(&encode(&sampled(plain))).unwrap();
+        let mut v: Value = serde_json::from_slice(&encode(&sampled(plain.clone()))).unwrap();
         v["schema_version"] = 1.into();
         let err = decode::<Record>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(
@@ -286,6 +288,25 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("needs schema_version 2"), "{err}");
+        // A review crop's context is v2 content too.
+        let mut ctx = plain.clone();
+        ctx.review_crops.push(ReviewCrop {
+            field: "r_sph".into(),
+            png_base64: "iVBORw0KGgo=".into(),
+            context: Some(crate::record::ContextCrop {
+                png_base64: "iVBORw0KGgo=".into(),
+                bbox: [1, 2, 3, 4],
+            }),
+        });
+        assert_eq!(ctx.schema_version(), 2);
+        assert_eq!(decode::<Record>(&encode(&ctx)).unwrap(), ctx);
+        let mut v: Value = serde_json::from_slice(&encode(&ctx)).unwrap();
+        v["schema_version"] = 1.into();
+        let err = decode::<Record>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(
+            matches!(err, CodecError::Schema { version: 1, .. }),
+            "{err}"
+        );
     }
 
     proptest! {

@@ -79,9 +79,24 @@ pub struct ReviewCrop {
     pub field: String,
     /// PNG bytes, base64 (standard alphabet, padded).
     pub png_base64: String,
+    /// Schema v2: the export around the field, for the reviewer (review crops only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextCrop>,
 }
 
-/// One exam export, as read by an agent. Schema v1; v2 when it carries [`Record::sample_crops`].
+/// The region of the export around a field, as the export shows it, with the field's box, so
+/// a reviewer sees the labels and neighbours that say which eye and which measurement it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextCrop {
+    /// 8-bit grey PNG, base64 (standard alphabet, padded).
+    pub png_base64: String,
+    /// The field's box in the PNG's pixels: `[x, y, width, height]`.
+    pub bbox: [u32; 4],
+}
+
+/// One exam export, as read by an agent. Schema v1; v2 when it carries [`Record::sample_crops`]
+/// or a review crop's [`ReviewCrop::context`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {

@@ -62,6 +62,7 @@ fn sample_record() -> Record {
         review_crops: vec![ReviewCrop {
             field: "r_cyl".into(),
             png_base64: "iVBORw0KGgo=".into(),
+            context: None,
         }],
         sample_crops: vec![],
         agent_version: "0.1.0".into(),
@@ -79,6 +80,7 @@ fn encoded_messages_validate_against_their_schemas() {
         sample_crops: vec![ReviewCrop {
             field: "r_sph".into(),
             png_base64: "iVBORw0KGgo=".into(),
+            context: None,
         }],
         ..rec.clone()
     };
@@ -164,6 +166,7 @@ fn v2_schema_takes_sample_crops_and_v1_refuses_them() {
         sample_crops: vec![ReviewCrop {
             field: "r_sph".into(),
             png_base64: "iVBORw0KGgo=".into(),
+            context: None,
         }],
         ..sample_record()
     };
@@ -179,4 +182,22 @@ fn v2_schema_takes_sample_crops_and_v1_refuses_them() {
     bad_crop["sample_crops"][0]["surprise"] = true.into();
     assert!(!v2.is_valid(&bad_crop));
     assert!(record::decode::<Record>(&serde_json::to_vec(&bad_crop).unwrap()).is_err());
+
+    // A review crop with its context: v2 too, and the schema knows its shape.
+    let mut with_context = sample_record();
+    with_context.review_crops = vec![ReviewCrop {
+        field: "r_sph".into(),
+        png_base64: "iVBORw0KGgo=".into(),
+        context: Some(record::ContextCrop {
+            png_base64: "iVBORw0KGgo=".into(),
+            bbox: [10, 20, 30, 12],
+        }),
+    }];
+    let good: Value = serde_json::from_slice(&encode(&with_context)).unwrap();
+    assert_eq!(good["schema_version"], 2);
+    assert!(v2.is_valid(&good) && !v1.is_valid(&good));
+    let mut short_box = good.clone();
+    short_box["review_crops"][0]["context"]["bbox"] = serde_json::json!([1, 2, 3]);
+    assert!(!v2.is_valid(&short_box));
+    assert!(record::decode::<Record>(&serde_json::to_vec(&short_box).unwrap()).is_err());
 }

@@ -14,6 +14,7 @@
 
 pub mod affine;
 mod anchor;
+pub mod context;
 pub mod crop;
 pub mod firmware;
 pub mod fit;

@@ -11,10 +11,13 @@
 //!   at most [`MAX_CROPS_BYTES`] of PNG, review crops first, so a record stays far below the
 //!   codec's payload limit; crops over the budget are left out (a field needing review keeps
 //!   its status and reason; an `ok` field is then simply not sampled).
+//! - Each review crop also carries the export around its field ([`ContextCrop`], at most
+//!   [`MAX_CONTEXT_BYTES`]; schema v2) while the budget lasts, after every field and sample
+//!   crop, in catalog order (identity first).
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use record::{DeviceId, Field, FieldStatus, Record, RecordId, Rejection, ReviewCrop};
+use record::{ContextCrop, DeviceId, Field, FieldStatus, Record, RecordId, Rejection, ReviewCrop};
 
 use crate::ingest::Taken;
 pub use crate::recognize::Refusal;
@@ -23,8 +26,10 @@ pub use crate::recognize::Refusal;
 pub use record::REJECTION_TEMPLATE_ID;
 /// Largest PNG of one review crop.
 pub const MAX_CROP_BYTES: usize = 24 * 1024;
-/// Largest total PNG of a record's review crops.
+/// Largest total PNG of a record's crops (field crops, sample crops and context crops).
 pub const MAX_CROPS_BYTES: usize = 192 * 1024;
+/// Largest PNG of one context crop.
+pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 
 /// What recognition made of one export (the part the record needs).
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +47,21 @@ pub struct Recognition {
     /// PNG crops of fields, by field name (those of fields needing review, and of `ok` fields
     /// drawn for a blind check, are used).
     pub crops: Vec<(String, Vec<u8>)>,
+    /// The export around each field that needs review, for the reviewer.
+    pub contexts: Vec<ContextPng>,
     /// Version of the model that read the fields.
     pub model_version: String,
+}
+
+/// The export around one field (grey PNG) and the field's box in it (`[x, y, w, h]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextPng {
+    /// The field.
+    pub field: String,
+    /// PNG bytes.
+    pub png: Vec<u8>,
+    /// The field's box in the PNG's pixels.
+    pub bbox: [u32; 4],
 }
 
 /// The id the hub's receipt for `rejection` names.
@@ -74,6 +92,7 @@ pub fn build_record(
         firmware,
         fields,
         crops,
+        contexts,
         model_version,
     } = recognition;
     let record_id = RecordId::derive(device, &taken.sha256, &template_id, template_version);
@@ -91,14 +110,29 @@ pub fn build_record(
             out.push(ReviewCrop {
                 field: f.name.clone(),
                 png_base64: base64::engine::general_purpose::STANDARD.encode(png),
+                context: None,
             });
         }
         out
     };
-    let review_crops = attach(&|f| f.status.needs_review());
+    let mut review_crops = attach(&|f| f.status.needs_review());
     let sample_crops = attach(&|f| {
         f.status == FieldStatus::Ok && super::sample::drawn(&record_id, &f.name, quality_sample)
     });
+    // Context crops after every field and sample crop, within what the budget leaves.
+    for c in &mut review_crops {
+        let Some(ctx) = contexts.iter().find(|x| x.field == c.field) else {
+            continue;
+        };
+        if ctx.png.len() > MAX_CONTEXT_BYTES || ctx.png.len() > budget {
+            continue;
+        }
+        budget -= ctx.png.len();
+        c.context = Some(ContextCrop {
+            png_base64: base64::engine::general_purpose::STANDARD.encode(&ctx.png),
+            bbox: ctx.bbox,
+        });
+    }
     Record {
         record_id,
         device_id: device.clone(),
@@ -168,6 +202,7 @@ mod tests {
                 ("exam_date".into(), vec![2; 10]),
                 ("r_sph".into(), vec![3; MAX_CROP_BYTES + 1]),
             ],
+            contexts: vec![],
             model_version: "m1".into(),
         };
         let t = taken();
@@ -209,8 +244,53 @@ mod tests {
             firmware: "fw2".into(),
             fields,
             crops,
+            contexts: vec![],
             model_version: "m1".into(),
         }
+    }
+
+    #[test]
+    fn a_field_needing_review_carries_its_context_as_v2_within_the_budget() {
+        let device = DeviceId::new("dev-1").unwrap();
+        let mut r = mixed();
+        r.contexts = ["exam_date", "r_sph", "r_cyl"]
+            .iter()
+            .map(|f| ContextPng {
+                field: (*f).into(),
+                png: vec![9; 200],
+                bbox: [10, 20, 30, 12],
+            })
+            .collect();
+        let rec = build_record(&device, &taken(), r.clone(), Utc::now(), 0.0);
+        let with: Vec<(&str, [u32; 4])> = rec
+            .review_crops
+            .iter()
+            .filter_map(|c| c.context.as_ref().map(|x| (c.field.as_str(), x.bbox)))
+            .collect();
+        assert_eq!(
+            with,
+            [("exam_date", [10, 20, 30, 12]), ("r_sph", [10, 20, 30, 12])],
+            "only fields needing review, with their box"
+        );
+        assert_eq!(version_of(&record::encode(&rec)), 2);
+        assert_eq!(
+            record::decode::<Record>(&record::encode(&rec)).unwrap(),
+            rec
+        );
+
+        // Over the budget: the field crops stay, the contexts go.
+        r.crops = r
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), vec![7; MAX_CROP_BYTES]))
+            .collect();
+        for c in &mut r.contexts {
+            c.png = vec![9; MAX_CROPS_BYTES - MAX_CROP_BYTES];
+        }
+        let rec = build_record(&device, &taken(), r, Utc::now(), 0.0);
+        assert_eq!(rec.review_crops.len(), 2);
+        assert!(rec.review_crops.iter().all(|c| c.context.is_none()));
+        assert_eq!(version_of(&record::encode(&rec)), 1);
     }
 
     #[test]

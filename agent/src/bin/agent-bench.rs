@@ -87,6 +87,7 @@ fn record(device: &DeviceId, n: u32) -> Message {
         firmware: "fw2".into(),
         fields,
         crops,
+        contexts: vec![],
         model_version: "bench".into(),
     };
     Message::Record(Box::new(build_record(

@@ -123,7 +123,7 @@ fn measure(name: &str, r: &Recognizer, samples: &[Sample], reps: usize) -> Outco
             o.exports += 1;
             o.fields += s.fields.len();
             let Ok(rec) = result.as_ref().map_err(|_| ()).and_then(|rec| {
-                if rec.template_id == s.layout {
+                if rec.recognition.template_id == s.layout {
                     Ok(rec)
                 } else {
                     Err(())
@@ -134,7 +134,7 @@ fn measure(name: &str, r: &Recognizer, samples: &[Sample], reps: usize) -> Outco
                 continue;
             };
             o.model_field_ms
-                .push(rec.timings.read.as_secs_f64() * 1e3 / rec.fields.len().max(1) as f64);
+                .push(rec.timings.read.as_secs_f64() * 1e3 / rec.fields().len().max(1) as f64);
             let score = scoring::score_fields(rec, &s.fields);
             o.correct += score.correct;
             o.silent += score.silent.len();

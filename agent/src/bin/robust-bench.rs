@@ -96,7 +96,10 @@ fn measure(r: &Recognizer, dir: &std::path::Path) -> anyhow::Result<Outcome> {
             o.lookalikes += 1;
             if let Ok(rec) = &result {
                 o.lookalikes_accepted += 1;
-                eprintln!("look-alike {name} accepted as {}", rec.template_id);
+                eprintln!(
+                    "look-alike {name} accepted as {}",
+                    rec.recognition.template_id
+                );
             }
             continue;
         };
@@ -115,10 +118,10 @@ fn measure(r: &Recognizer, dir: &std::path::Path) -> anyhow::Result<Outcome> {
                 }
                 continue;
             }
-            Ok(rec) if rec.template_id != layout => {
+            Ok(rec) if rec.recognition.template_id != layout => {
                 o.wrong_layout += 1;
                 o.silent += fields.len();
-                eprintln!("{name} ({layout}) read as {}", rec.template_id);
+                eprintln!("{name} ({layout}) read as {}", rec.recognition.template_id);
                 continue;
             }
             Ok(rec) => rec,

@@ -81,10 +81,10 @@ pub fn json_line(file: &str, result: &Result<Recognized, Refusal>) -> String {
     let line = match result {
         Ok(r) => Line {
             file,
-            device_type: Some(&r.device_type),
-            template: Some(&r.template_id),
+            device_type: Some(&r.recognition.device_type),
+            template: Some(&r.recognition.template_id),
             fields: Fields(
-                r.fields
+                r.fields()
                     .iter()
                     .zip(&r.guesses)
                     .map(|(f, g)| {

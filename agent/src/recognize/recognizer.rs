@@ -4,7 +4,8 @@
 //! one normalised crop per field box through that map → ONE batched `Model::read` with each
 //! field's grammar constraint → per-field status ([`super::validate`]) → template rules →
 //! PNG crops of the fields that need review, and of the `ok` fields quality sampling draws
-//! ([`crate::assemble::sample`]).
+//! ([`crate::assemble::sample`]); for each field that needs review, a context crop of the
+//! export around it with its box ([`vision::context`]).
 //!
 //! Expected outcomes are values: an export that cannot be read is a [`Refusal`] with a
 //! stable code (`empty_file`, `not_an_image`, `unsupported_format`, `corrupt_image`,
@@ -13,7 +14,8 @@
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use record::{Field, Template, TemplateSet};
+use record::{Field, TemplateSet};
+use vision::context::context_crop;
 use vision::pyramid::Pyramid;
 use vision::{normalise_crop, Layouts, Match, CROP_H, CROP_W};
 
@@ -21,6 +23,7 @@ use super::decode::FieldConstraint;
 use super::input;
 use super::model::Model;
 use super::validate::{self, FieldPolicy};
+use crate::assemble::build::{ContextPng, Recognition};
 use crate::assemble::sample::Draw;
 
 /// Rejection code: no template accepts the export.
@@ -52,26 +55,14 @@ impl Refusal {
     }
 }
 
-/// A recognized export.
+/// A recognized export: what the record is built from, and what only diagnostics and the
+/// benchmarks read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recognized {
-    /// `autoref`, ...
-    pub device_type: String,
-    /// Template id.
-    pub template_id: String,
-    /// Template version.
-    pub template_version: u32,
-    /// Firmware key.
-    pub firmware: String,
-    /// Every canonical field, in catalog order.
-    pub fields: Vec<Field>,
+    /// Template, fields, crops and model: the part the record needs.
+    pub recognition: Recognition,
     /// Per field, the best guess of its normalised value (see [`validate::best_guess`]).
     pub guesses: Vec<Option<String>>,
-    /// 8-bit grey PNG of the normalised crop of every field that needs review, and of every
-    /// `ok` field drawn for a blind check, by field name.
-    pub crops: Vec<(String, Vec<u8>)>,
-    /// Version of the model that read the fields.
-    pub model_version: String,
     /// The layout match (map, anchor scores).
     pub layout: Match,
     /// Where the time went.
@@ -96,7 +87,12 @@ pub struct Timings {
 impl Recognized {
     /// The field called `name`.
     pub fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| f.name == name)
+        self.recognition.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Every canonical field, in catalog order.
+    pub fn fields(&self) -> &[Field] {
+        &self.recognition.fields
     }
 }
 
@@ -241,55 +237,59 @@ impl Recognizer {
             .filter(|(f, _)| f.status.needs_review() || draw.is_some_and(|d| d.keeps(t, f)))
             .filter_map(|(f, c)| crop_png(c).map(|png| (f.name.clone(), png)))
             .collect();
-        let mut r = recognized(t, fields, guesses, crops, self.model.model_version(), m);
+        // The export around each field that needs review, for the reviewer.
+        let contexts = t
+            .fields
+            .iter()
+            .zip(&fields)
+            .filter(|(_, f)| f.status.needs_review())
+            .filter_map(|(ft, f)| {
+                let c = context_crop(img, &m.map, ft.bbox.map(|v| v as f32), t.width, t.height);
+                let png = gray_png(c.width, c.height, c.pixels)?;
+                Some(ContextPng {
+                    field: f.name.clone(),
+                    png,
+                    bbox: c.bbox,
+                })
+            })
+            .collect();
+        let recognition = Recognition {
+            device_type: t.device_type.clone(),
+            template_id: t.id.clone(),
+            template_version: t.version,
+            firmware: t.firmware.clone(),
+            fields,
+            crops,
+            contexts,
+            model_version: self.model.model_version().to_owned(),
+        };
         timings.total = t0.elapsed();
-        r.timings = timings;
-        Ok(r)
-    }
-}
-
-fn recognized(
-    t: &Template,
-    fields: Vec<Field>,
-    guesses: Vec<Option<String>>,
-    crops: Vec<(String, Vec<u8>)>,
-    model_version: &str,
-    layout: Match,
-) -> Recognized {
-    Recognized {
-        device_type: t.device_type.clone(),
-        template_id: t.id.clone(),
-        template_version: t.version,
-        firmware: t.firmware.clone(),
-        fields,
-        guesses,
-        crops,
-        model_version: model_version.to_owned(),
-        layout,
-        timings: Timings::default(),
+        Ok(Recognized {
+            recognition,
+            guesses,
+            layout: m,
+            timings,
+        })
     }
 }
 
 /// A normalised crop as an 8-bit grey PNG (`CROP_W x CROP_H`).
 pub fn crop_png(crop: &[f32]) -> Option<Vec<u8>> {
-    let img = image::GrayImage::from_raw(CROP_W as u32, CROP_H as u32, vision::crop::to_u8(crop))?;
+    gray_png(CROP_W as u32, CROP_H as u32, vision::crop::to_u8(crop))
+}
+
+/// `width x height` grey pixels as a PNG.
+fn gray_png(width: u32, height: u32, pixels: Vec<u8>) -> Option<Vec<u8>> {
+    let img = image::GrayImage::from_raw(width, height, pixels)?;
     let mut out = Vec::new();
     img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
         .ok()?;
     Some(out)
 }
 
-impl From<Recognized> for crate::assemble::build::Recognition {
+impl From<Recognized> for Recognition {
     fn from(r: Recognized) -> Self {
-        Self {
-            device_type: r.device_type,
-            template_id: r.template_id,
-            template_version: r.template_version,
-            firmware: r.firmware,
-            fields: r.fields,
-            crops: r.crops,
-            model_version: r.model_version,
-        }
+        r.recognition
     }
 }
 

@@ -43,6 +43,7 @@ pub fn synthetic(device: &DeviceId, n: u32) -> Message {
         firmware: "fw2".into(),
         fields,
         crops: vec![],
+        contexts: vec![],
         model_version: "test".into(),
     };
     Message::Record(Box::new(build_record(

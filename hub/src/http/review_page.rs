@@ -204,6 +204,8 @@ pub async fn review_decide(
 /// The review station's look (also the blind-check pages').
 pub(super) const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;max-width:60em}\
     .crop{height:110px;image-rendering:pixelated;border:1px solid #888;background:#fff}\
+    .ctx{margin:0 0 1em 0}.ctx svg{width:100%;max-width:48em;border:1px solid #888}\
+    .ctx rect{fill:none;stroke:#e00;stroke-width:2}\
     .read{font-size:1.4em;font-family:monospace}.err{color:#b00;font-weight:bold}\
     input[name=value]{font-size:1.6em;font-family:monospace;width:12em}\
     td,th{padding:1px 10px;text-align:left}.muted{color:#777}kbd{border:1px solid #999;padding:0 3px}";
@@ -277,6 +279,20 @@ fn render(
             )
         }
         None => h += "<p class=\"muted\">(no crop was sent for this field)</p>",
+    }
+    if let (Some(png), Some(&[x, y, w, hh]), Some((vw, vh))) = (
+        &it.context_png_base64,
+        it.context_box.as_deref(),
+        it.context_size,
+    ) {
+        // The box is outlined over the image in the image's own pixels (the page scales both).
+        h += &format!(
+            "<figure id=\"context\" class=\"ctx\"><svg viewBox=\"0 0 {vw} {vh}\" \
+             role=\"img\" aria-label=\"the export around the field, the field outlined\">\
+             <image width=\"{vw}\" height=\"{vh}\" href=\"data:image/png;base64,{png}\"/>\
+             <rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{hh}\"/></svg>\
+             <figcaption class=\"muted\">the export around it</figcaption></figure>",
+        );
     }
     if it.blind {
         h += &format!(

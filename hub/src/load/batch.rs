@@ -70,8 +70,10 @@ ON CONFLICT (record_id) DO NOTHING
 RETURNING record_id";
 
 const INSERT_REVIEW: &str = "
-INSERT INTO review_queue (record_id, field, status, raw, reason, crop_png)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+INSERT INTO review_queue (record_id, field, status, raw, reason, crop_png, context_png, context_box)
+SELECT r, f, s, w, why, crop, ctx, box::int4[]
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::text[])
+    AS u(r, f, s, w, why, crop, ctx, box)
 ON CONFLICT DO NOTHING";
 
 const INSERT_BLIND_CHECKS: &str = "
@@ -413,6 +415,8 @@ async fn insert_review(
 ) -> Result<(), tokio_postgres::Error> {
     let (mut ids, mut fields, mut status, mut raw, mut reason, mut crop) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    // The context crop and its box (as an array literal, cast in the statement).
+    let (mut context, mut boxes): (Vec<Option<&[u8]>>, Vec<Option<String>>) = (vec![], vec![]);
     for v in fresh {
         for f in v.record.fields.iter().filter(|f| f.status.needs_review()) {
             ids.push(v.record.record_id.as_str());
@@ -426,6 +430,9 @@ async fn insert_review(
                     .find(|(n, _)| *n == f.name)
                     .map(|(_, png)| png.as_slice()),
             );
+            let ctx = v.contexts.iter().find(|(n, _, _)| *n == f.name);
+            context.push(ctx.map(|(_, png, _)| png.as_slice()));
+            boxes.push(ctx.map(|(_, _, [x, y, w, h])| format!("{{{x},{y},{w},{h}}}")));
         }
     }
     for v in fresh {
@@ -436,11 +443,18 @@ async fn insert_review(
             raw.push(None);
             reason.push(Some(why.as_str()));
             crop.push(None);
+            context.push(None);
+            boxes.push(None);
         }
     }
     if !ids.is_empty() {
-        tx.execute(&st.review, &[&ids, &fields, &status, &raw, &reason, &crop])
-            .await?;
+        tx.execute(
+            &st.review,
+            &[
+                &ids, &fields, &status, &raw, &reason, &crop, &context, &boxes,
+            ],
+        )
+        .await?;
     }
     Ok(())
 }

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "blind_checks",
         include_str!("../../migrations/0009_blind_checks.sql"),
     ),
+    (
+        10,
+        "review_context",
+        include_str!("../../migrations/0010_review_context.sql"),
+    ),
 ];
 
 /// Creates the schema if needed and applies the missing migrations; returns those applied.

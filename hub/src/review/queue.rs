@@ -35,6 +35,12 @@ pub struct Item {
     pub exam_date: Option<String>,
     /// The field's crop (PNG, base64), when the agent sent one.
     pub crop_png_base64: Option<String>,
+    /// The export around the field (PNG, base64), when the agent sent it (schema v2).
+    pub context_png_base64: Option<String>,
+    /// The field's box in the context crop: `[x, y, width, height]` pixels.
+    pub context_box: Option<Vec<i32>>,
+    /// The context crop's width and height.
+    pub context_size: Option<(u32, u32)>,
     /// Escalated by someone before.
     pub escalated: bool,
     /// Keyed blind by two reviewers: the reader's guess (`raw`, `confidence`) is withheld.
@@ -118,7 +124,8 @@ async fn select(
                  SELECT q.record_id, q.field, q.status, q.raw, q.reason, m.confidence, r.device_id, \
                         r.template || ' v' || r.template_version, r.firmware, r.patient_id, \
                         to_char(r.exam_date, 'YYYY-MM-DD'), q.crop_png, q.decision = 'escalate', q.queued_at, \
-                        (SELECT count(*) FROM review_entries e WHERE e.record_id = q.record_id AND e.field = q.field) \
+                        (SELECT count(*) FROM review_entries e WHERE e.record_id = q.record_id AND e.field = q.field), \
+                        q.context_png, q.context_box \
                  FROM page JOIN review_queue q USING (record_id, field) JOIN records r USING (record_id) \
                  LEFT JOIN measurements m ON m.record_id = q.record_id AND m.field = q.field \
                  ORDER BY {PRIORITY}, q.queued_at, q.record_id, q.field"
@@ -150,6 +157,13 @@ async fn select(
                 queued_at: r.get(13),
                 blind,
                 entries: r.get(14),
+                context_size: r
+                    .get::<_, Option<&[u8]>>(15)
+                    .and_then(crate::validate::fields::png_size),
+                context_png_base64: r
+                    .get::<_, Option<&[u8]>>(15)
+                    .map(|png| base64::engine::general_purpose::STANDARD.encode(png)),
+                context_box: r.get(16),
             }
         })
         .collect();

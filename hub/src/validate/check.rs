@@ -16,6 +16,8 @@ use super::fields;
 
 /// Decoded review or sample crops: field name and PNG bytes.
 pub type Crops = Vec<(String, Vec<u8>)>;
+/// Decoded context crops: field name, PNG bytes, the field's box in it (`[x, y, w, h]`).
+pub type Contexts = Vec<(String, Vec<u8>, [i32; 4])>;
 
 /// A record that passed every check, ready to load.
 #[derive(Debug)]
@@ -32,6 +34,8 @@ pub struct Valid {
     pub crops: Crops,
     /// Decoded sample crops (quality sampling): fields read `ok` for the blind-check queue.
     pub samples: Crops,
+    /// Decoded context crops of the fields that need review.
+    pub contexts: Contexts,
     /// When the hub received it.
     pub received_at: DateTime<Utc>,
     /// Why the record's clocks look wrong, when they do: it is stored with `clock_suspect`
@@ -100,6 +104,7 @@ struct Passed {
     record: Record,
     crops: Crops,
     samples: Crops,
+    contexts: Contexts,
     clock: Option<String>,
 }
 
@@ -121,10 +126,15 @@ impl Validator {
                 record,
                 crops,
                 samples,
+                contexts,
                 clock,
             }) => {
+                // Published and stored as v1: no sample or context crops.
                 let mut lean = record.clone();
                 lean.sample_crops.clear();
+                for c in &mut lean.review_crops {
+                    c.context = None;
+                }
                 let encoded = Bytes::from(record::encode(&lean));
                 let stored_json = if lean.review_crops.is_empty() {
                     String::from_utf8_lossy(&encoded).into_owned()
@@ -138,6 +148,7 @@ impl Validator {
                     stored_json,
                     crops,
                     samples,
+                    contexts,
                     received_at: inbound.received_at,
                     clock,
                 }))
@@ -231,10 +242,12 @@ impl Validator {
         let clock = self.check_dates(&record, now)?;
         let crops = fields::decode_crops(&record).map_err(|r| Fail("crop", r))?;
         let samples = fields::decode_sample_crops(&record).map_err(|r| Fail("crop", r))?;
+        let contexts = fields::decode_contexts(&record).map_err(|r| Fail("crop", r))?;
         Ok(Passed {
             record,
             crops,
             samples,
+            contexts,
             clock,
         })
     }

@@ -167,6 +167,53 @@ pub fn decode_sample_crops(r: &Record) -> Result<super::Crops, String> {
     })
 }
 
+/// Largest decoded context crop.
+const MAX_CONTEXT_BYTES: usize = 128 * 1024;
+
+/// Context crops (schema v2): the export around each flagged field, PNG, bounded, with the
+/// field's box inside the image.
+pub fn decode_contexts(r: &Record) -> Result<super::Contexts, String> {
+    let mut out: super::Contexts = Vec::new();
+    for c in &r.review_crops {
+        let Some(ctx) = &c.context else { continue };
+        if ctx.png_base64.len() > MAX_CONTEXT_BYTES * 4 / 3 + 4 {
+            return Err(format!(
+                "context crop for {} larger than {MAX_CONTEXT_BYTES} bytes",
+                c.field
+            ));
+        }
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&ctx.png_base64)
+            .map_err(|e| format!("context crop for {}: not base64: {e}", c.field))?;
+        let Some((width, height)) = png_size(&png) else {
+            return Err(format!("context crop for {} is not a PNG", c.field));
+        };
+        let [x, y, w, h] = ctx.bbox;
+        let inside = w > 0
+            && h > 0
+            && x.checked_add(w).is_some_and(|e| e <= width)
+            && y.checked_add(h).is_some_and(|e| e <= height);
+        if !inside {
+            return Err(format!(
+                "context crop for {}: box {:?} is not inside its {width}x{height} image",
+                c.field, ctx.bbox
+            ));
+        }
+        let bbox = ctx.bbox.map(|v| v as i32);
+        out.push((c.field.clone(), png, bbox));
+    }
+    Ok(out)
+}
+
+/// Width and height from a PNG's header (signature, then the IHDR chunk).
+pub(crate) fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    if !png.starts_with(PNG_MAGIC) || png.len() < 24 || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let be = |i: usize| u32::from_be_bytes([png[i], png[i + 1], png[i + 2], png[i + 3]]);
+    Some((be(16), be(20)))
+}
+
 fn decode_list(
     r: &Record,
     crops: &[ReviewCrop],

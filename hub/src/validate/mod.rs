@@ -27,8 +27,8 @@
 //! - [`stage`]: the loop between the subscribe and load stages.
 
 mod check;
-mod fields;
+pub(crate) mod fields;
 mod stage;
 
-pub use check::{is_deferred, Checked, Crops, Reject, Valid, Validator, DEFERRED_CODES};
+pub use check::{is_deferred, Checked, Contexts, Crops, Reject, Valid, Validator, DEFERRED_CODES};
 pub use stage::run;

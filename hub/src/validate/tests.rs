@@ -127,21 +127,65 @@ fn rejects_rule_header_template_and_id_problems() {
     assert_eq!(code_of(check_record(&r)).0, "record_id");
 }
 
-#[test]
-fn flagged_fields_are_accepted_and_dates_checked() {
+/// A test record whose `r_cyl` is unreadable, with its crop and `context`.
+fn flagged_r_cyl(context: Option<record::ContextCrop>) -> Record {
     let mut r = testkit::record(&dev("a"), 1);
     r.fields[4].status = FieldStatus::Unreadable;
     r.fields[4].value = None;
     r.fields[4].number = None;
     r.review_crops.push(record::ReviewCrop {
         field: "r_cyl".into(),
-        png_base64: base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\nxxxx"),
+        png_base64: png_base64(),
+        context,
     });
+    r
+}
+
+#[test]
+fn flagged_fields_are_accepted_and_dates_checked() {
+    let r = flagged_r_cyl(None);
     let Checked::Valid(v) = check_record(&r) else {
         panic!("rejected")
     };
     assert_eq!(v.crops.len(), 1);
     assert!(!v.stored_json.contains("png_base64\":\"iVBOR"));
+}
+
+/// A PNG header (signature and IHDR) of a `w x h` image.
+fn png_of(w: u32, h: u32) -> String {
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    png.extend_from_slice(&w.to_be_bytes());
+    png.extend_from_slice(&h.to_be_bytes());
+    png.extend_from_slice(&[8, 0, 0, 0, 0]);
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
+#[test]
+fn context_crops_are_kept_apart_with_their_box_inside_the_image() {
+    let mut r = flagged_r_cyl(Some(record::ContextCrop {
+        png_base64: png_of(320, 120),
+        bbox: [120, 50, 80, 20],
+    }));
+    let Checked::Valid(v) = check_record(&r) else {
+        panic!("a v2 record with a context crop is refused")
+    };
+    assert_eq!(v.contexts.len(), 1);
+    assert_eq!(v.contexts[0].2, [120, 50, 80, 20]);
+    // Published and stored as v1: the field crop stays, its context does not.
+    let published = String::from_utf8_lossy(&v.encoded).into_owned();
+    assert!(published.contains("\"schema_version\":1") && published.contains("review_crops"));
+    assert!(!published.contains("context") && !v.stored_json.contains("context"));
+
+    // A box outside its image is refused, naming the field.
+    if let Some(c) = r.review_crops[0].context.as_mut() {
+        c.bbox = [300, 50, 80, 20];
+    }
+    let (code, reason) = code_of(check_record(&r));
+    assert_eq!(code, "crop");
+    assert!(
+        reason.contains("r_cyl") && reason.contains("320x120"),
+        "{reason}"
+    );
 }
 
 fn png_base64() -> String {
@@ -154,6 +198,7 @@ fn sample_crops_of_ok_fields_are_kept_apart_and_checked_like_review_crops() {
     r.sample_crops.push(record::ReviewCrop {
         field: "r_sph".into(),
         png_base64: png_base64(),
+        context: None,
     });
     let payload = record::encode(&r);
     assert!(String::from_utf8_lossy(&payload).contains("\"schema_version\":2"));
@@ -199,6 +244,7 @@ fn a_v1_payload_with_sample_crops_is_a_schema_reject() {
     r.sample_crops.push(record::ReviewCrop {
         field: "r_sph".into(),
         png_base64: png_base64(),
+        context: None,
     });
     let mut j: serde_json::Value = serde_json::from_slice(&record::encode(&r)).unwrap();
     j["schema_version"] = 1.into();

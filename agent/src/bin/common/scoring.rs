@@ -20,11 +20,11 @@ pub struct FieldScore {
 pub fn score_fields(rec: &Recognized, fields: &[(String, Option<String>)]) -> FieldScore {
     let mut s = FieldScore::default();
     for (name, want) in fields {
-        let Some(i) = rec.fields.iter().position(|f| &f.name == name) else {
+        let Some(i) = rec.fields().iter().position(|f| &f.name == name) else {
             s.review += 1;
             continue;
         };
-        let (f, guess) = (&rec.fields[i], &rec.guesses[i]);
+        let (f, guess) = (&rec.fields()[i], &rec.guesses[i]);
         let correct = match want {
             None => f.status == FieldStatus::Absent || guess.is_none(),
             Some(w) => guess.as_deref() == Some(w.as_str()),
