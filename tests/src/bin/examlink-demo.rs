@@ -169,6 +169,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.review_rate * 100.0
     );
     println!(
+        "                  also there: patients to match (/review/patients), blind checks of 0.5% of the ok fields (/review/blind), the ok-but-wrong estimate (/review/quality)"
+    );
+    println!(
         "  records API:   TOKEN=$(curl -s --cacert {ca} -d name={READER} --data-urlencode 'password={reader}' https://127.0.0.1:{http_port}/api/token)"
     );
     println!(
