@@ -223,9 +223,8 @@ pub async fn answer(
     };
     let (template, version, read): (String, i32, String) = (row.get(0), row.get(1), row.get(2));
     let versions = catalog.snapshot();
-    let spec = u32::try_from(version)
-        .ok()
-        .and_then(|v| versions.get(&template, v))
+    let spec = versions
+        .get_stored(&template, version)
         .and_then(|t| t.field(field))
         .map(|f| &f.spec)
         .ok_or_else(|| QualityError::Template(format!("{template} v{version} (field {field})")))?;

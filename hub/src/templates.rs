@@ -82,6 +82,12 @@ impl Versions {
         self.map.get(&(id.to_owned(), version))
     }
 
+    /// The template `id` at `version` as a record's `template_version` column holds it
+    /// (PostgreSQL `integer`); a negative version is none.
+    pub fn get_stored(&self, id: &str, version: i32) -> Option<&Arc<Template>> {
+        self.get(id, u32::try_from(version).ok()?)
+    }
+
     /// The versions known for `id`, ascending.
     pub fn versions_of(&self, id: &str) -> Vec<u32> {
         let mut v: Vec<u32> = self

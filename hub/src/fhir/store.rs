@@ -104,9 +104,7 @@ pub async fn exams(
         .iter()
         .map(|r| {
             let (template, version): (String, i32) = (r.get(3), r.get(4));
-            let t = u32::try_from(version)
-                .ok()
-                .and_then(|v| versions.get(&template, v));
+            let t = versions.get_stored(&template, version);
             Exam {
                 record_id: r.get(0),
                 device_id: r.get(1),

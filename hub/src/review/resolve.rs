@@ -185,9 +185,8 @@ pub async fn resolve(
     let fields: Vec<Field> = serde_json::from_value(row.get(2)).unwrap_or_default();
     let (value_read, raw): (Option<String>, Option<String>) = (row.get(3), row.get(4));
     let versions = catalog.snapshot();
-    let t = u32::try_from(version)
-        .ok()
-        .and_then(|v| versions.get(&template, v))
+    let t = versions
+        .get_stored(&template, version)
         .ok_or_else(|| ReviewError::Template(format!("{template} v{version}")))?;
     let invalid = |reason: String| ReviewError::Invalid {
         field: field.to_owned(),
