@@ -181,6 +181,18 @@ async fn type_keys(c: &Client, keys: &str) {
 }
 
 /// Waits until the page shows `css` (a new page after a key press).
+/// Logs in with the keyboard: the name, Tab, the password, Enter.
+async fn log_in(c: &Client, base: &str, name: &str, password: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Css("input[name=name]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    type_keys(c, &format!("{name}\u{E004}{password}\u{E007}")).await;
+}
+
 async fn wait_for(c: &Client, css: &str, what: &str) {
     let t0 = Instant::now();
     while c.find(Locator::Css(css)).await.is_err() {
@@ -243,15 +255,7 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     let driver = chromedriver();
     let c = browser(&driver).await;
     let base = format!("https://localhost:{}", hub.http.unwrap().port());
-    // Log in with the keyboard: the name, Tab, the password, Enter.
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("input[name=name]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    type_keys(&c, &format!("vera\u{E004}{vera}\u{E007}")).await;
+    log_in(&c, &base, "vera", &vera).await;
     wait_for(&c, "#review", "the fleet page with the review link").await;
     c.goto(&format!("{base}/review")).await.unwrap();
     // Identity first, keyed blind: the reader's guess is not on the page.
@@ -439,14 +443,7 @@ async fn a_reviewer_clears_three_flagged_fields_by_keyboard_in_a_real_browser() 
     d.publish_record(&sampled).await;
     assert_eq!(d.receipt().await.outcome, ReceiptOutcome::Stored);
     let c = browser(&driver).await;
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("input[name=name]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    type_keys(&c, &format!("vera\u{E004}{vera}\u{E007}")).await;
+    log_in(&c, &base, "vera", &vera).await;
     wait_for(
         &c,
         "#blind-checks",
