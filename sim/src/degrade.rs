@@ -79,8 +79,11 @@ pub struct Degrade {
     pub mode: ScanMode,
     /// Bitonal threshold on 0..255.
     pub threshold: u8,
-    /// Reference frame size.
+    /// Export frame size before any downscale: the reference frame's, unless the frame was
+    /// rescaled as a whole (a display scaling, [`crate::stress`]).
     pub frame: (u32, u32),
+    /// Reference frame size: where the rendered screen has content (outside it, the fill).
+    pub reference: (u32, u32),
 }
 
 fn uniform<R: Rng>(rng: &mut R, r: [f32; 2]) -> f32 {
@@ -182,6 +185,7 @@ impl Degrade {
             mode,
             threshold,
             frame: (w, h),
+            reference: (w, h),
         }
     }
 
@@ -201,6 +205,7 @@ impl Degrade {
             mode,
             threshold: 150,
             frame: (w, h),
+            reference: (w, h),
         }
     }
 
@@ -346,7 +351,9 @@ pub fn invert(m: &Affine) -> Affine {
 }
 
 fn warp(src: &Source<'_>, d: &Degrade, pre: Rect) -> Planes {
-    let (fw, fh) = (d.frame.0 as i32, d.frame.1 as i32);
+    // Bounds of the rendered screen, in reference coordinates (not the export frame's: a
+    // display-scaled frame is larger or smaller than the screen it shows).
+    let (fw, fh) = (d.reference.0 as i32, d.reference.1 as i32);
     let (sw, sh) = (src.img.width() as i32, src.img.height() as i32);
     let raw = src.img.as_raw();
     let px = |x: i32, y: i32| -> [f32; 3] {
@@ -450,5 +457,30 @@ mod tests {
         let p = apply(&src, &d, [0, 0, 20, 10], &mut rng).unwrap().planes;
         assert_eq!(p.data[(4 * 20 + 7) * 3], 200.0);
         assert_eq!(p.data[(9 * 20) * 3], 1.0, "border filled");
+    }
+
+    #[test]
+    fn a_frame_scaled_down_shows_the_whole_screen() {
+        // A display scaling of 0.8: the 20x10 screen fills the 16x8 frame, right edge included
+        // (the screen's bounds are the reference frame's, not the smaller export frame's).
+        let img = image::RgbImage::from_fn(20, 10, |x, _| {
+            image::Rgb(if x >= 18 { [250; 3] } else { [10; 3] })
+        });
+        let src = Source {
+            img: &img,
+            x0: 0,
+            y0: 0,
+            fill: [100, 100, 100],
+        };
+        let mut d =
+            Degrade::none(20, 10, ScanMode::Rgb).with_map(Affine::similarity(0.8, 0.0, 0.0, 0.0));
+        d.frame = (16, 8);
+        let mut rng = rand::rngs::mock::StepRng::new(0, 1);
+        let p = apply(&src, &d, [0, 0, 16, 8], &mut rng).unwrap().planes;
+        let right = p.data[(4 * 16 + 15) * 3];
+        assert!(
+            right > 200.0,
+            "the screen's right edge is drawn, not the fill: {right}"
+        );
     }
 }
