@@ -1,7 +1,8 @@
 //! Reading past the samples' envelope (#14), through the whole recognizer (committed templates
 //! and model) on synthetic exports with fixed seeds:
 //! - look-alikes (one glyph of the firmware string or of the model name changed, `sim::stress`)
-//!   are refused, every one, and with the identity check as the reason;
+//!   are refused, every one, and with the identity check as the reason, also past the documented
+//!   variation (`Stress::Bounds`);
 //! - exports of every layout a little past the documented geometry (`Stress::Geometry`: rotation
 //!   ±1° on every layout, scale ±3 %, 1.5x the shift, sub-pixel everywhere) are read at least
 //!   half the time, where the search held to the declared variation refuses nearly all; nothing
@@ -16,7 +17,7 @@ use agent::recognize::Recognizer;
 use recognize_common as common;
 use record::{FieldStatus, TemplateSet};
 use sim::render::export_rng;
-use sim::{FontDirs, Lookalike, NaiveDate, Simulator, Stress};
+use sim::{Export, FontDirs, Lookalike, NaiveDate, Simulator, Stress};
 
 const TODAY: (i32, u32, u32) = (2026, 12, 1);
 
@@ -36,6 +37,16 @@ fn simulator(set: &TemplateSet) -> Simulator {
         .with_today(NaiveDate::from_ymd_opt(y, m, d).unwrap())
 }
 
+/// Export `n` of layout `id` (seed `seed`), encoded, and the file name it is read under.
+fn render(sim: &Simulator, id: &str, seed: u64, n: usize, tag: &str) -> (Export, Vec<u8>, String) {
+    let e = sim
+        .render_export(id, &mut export_rng(seed, id, n))
+        .expect("render");
+    let bytes = sim::encode(&e).expect("encode");
+    let name = format!("{id}_{tag}_{n}.{}", e.format);
+    (e, bytes, name)
+}
+
 // See: #14
 #[test]
 fn look_alike_firmware_and_model_strings_are_refused() {
@@ -49,11 +60,7 @@ fn look_alike_firmware_and_model_strings_are_refused() {
         for p in sim.templates() {
             let id = &p.template.id;
             for n in 0..3 {
-                let e = sim
-                    .render_export(id, &mut export_rng(41, id, n))
-                    .expect("render");
-                let bytes = sim::encode(&e).expect("encode");
-                let name = format!("{id}_lookalike_{n}.{}", e.format);
+                let (_, bytes, name) = render(&sim, id, 41, n, "lookalike");
                 tried += 1;
                 match r.recognize(&bytes, &name) {
                     Ok(rec) => panic!(
@@ -75,6 +82,38 @@ fn look_alike_firmware_and_model_strings_are_refused() {
 
 // See: #14
 #[test]
+fn look_alikes_past_the_documented_variation_are_refused() {
+    let Some(r) = recognizer("look_alikes_past_the_documented_variation_are_refused") else {
+        return;
+    };
+    let set = common::templates();
+    let (sim, _dropped) = simulator(&set)
+        .with_stress(Stress::Bounds)
+        .into_lookalikes(Lookalike::Firmware);
+    let mut tried = 0;
+    for p in sim.templates() {
+        let id = &p.template.id;
+        // The tomographer's scans hide a changed glyph best: these three (seed 17) were once
+        // accepted, one as a display-scaled variant judged with the declared limits, two with
+        // the whole firmware line degraded past what shows a changed character.
+        let ns: &[usize] = if id.starts_with("tomographer") {
+            &[2, 13, 18, 0, 1]
+        } else {
+            &[0, 1]
+        };
+        for &n in ns {
+            let (_, bytes, name) = render(&sim, id, 17, n, "lookalike_bounds");
+            tried += 1;
+            if let Ok(rec) = r.recognize(&bytes, &name) {
+                panic!("look-alike {name} read as {}", rec.recognition.template_id);
+            }
+        }
+    }
+    assert!(tried >= 13, "only {tried} look-alikes rendered");
+}
+
+// See: #14
+#[test]
 fn exports_past_the_documented_variation_are_read_or_refused_never_wrong() {
     let Some(r) =
         recognizer("exports_past_the_documented_variation_are_read_or_refused_never_wrong")
@@ -87,11 +126,7 @@ fn exports_past_the_documented_variation_are_read_or_refused_never_wrong() {
     for t in set.iter() {
         let id = &t.id;
         for n in 0..4 {
-            let e = sim
-                .render_export(id, &mut export_rng(43, id, n))
-                .expect("render");
-            let bytes = sim::encode(&e).expect("encode");
-            let name = format!("{id}_bounds_{n}.{}", e.format);
+            let (e, bytes, name) = render(&sim, id, 43, n, "bounds");
             total += 1;
             let rec = match r.recognize(&bytes, &name) {
                 Ok(rec) => rec,

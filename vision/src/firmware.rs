@@ -11,9 +11,21 @@
 //!
 //! The region is the anchor box widened by half its height on each side where that stays on the
 //! plate and off every field box, so a longer version string is caught too.
+//!
+//! The map fitted on all anchors may be off by a fraction of a pixel at this one (more so on a
+//! drifted export), so the region is fitted again locally (shifts up to 0.75 px). A variant
+//! downscaled on export is also compared with a nearest-neighbour downscale of the full plate
+//! at the export's own shift: that resampling leaves jagged strokes no blur explains. A string
+//! whose ink runs past the export's edge by more than a sliver cannot be verified.
+//!
+//! The layout's verdict ([`crate::Thresholds`]) uses three numbers: the worst window (a wholly
+//! different string), how far it stands above the typical one as a factor and as a difference
+//! (one changed character, in a clean or a noisy export), and the typical window itself (past
+//! a limit, the string is too degraded for a changed character to show: unverifiable).
 
 use crate::affine::Affine;
 use crate::anchor::sample_grid;
+use crate::gray::GrayF32;
 use crate::pyramid::Pyramid;
 
 /// The plate side of the firmware check, for one variant.
@@ -33,6 +45,10 @@ pub(crate) struct FirmwareRef {
     /// as a difference and a changed character stands out of a blurred scan as well.
     plates: Vec<Vec<f32>>,
     window: usize,
+    /// For a variant downscaled on export: the full-resolution plate around the region, so
+    /// an export downscaled by nearest neighbour (jagged, no blur) is compared with what that
+    /// resampling makes of the plate.
+    nearest: Option<NearestSource>,
 }
 
 /// The part of `rect` (variant frame) that holds ink: rows and columns whose largest difference
@@ -65,6 +81,10 @@ fn ink_extent(plate: &Pyramid, rect: [f32; 4]) -> [f32; 4] {
         _ => rect,
     }
 }
+
+/// How much of the string's ink may lie past the export's edge, as a share of its height
+/// (a glyph is about 0.6 of it wide, so this is a quarter of a glyph at most).
+const CUT_TOLERANCE: f32 = 0.15;
 
 /// Extra Gaussian blurs (sigma, px) the plate region is prepared at.
 const PLATE_BLURS: [f32; 4] = [0.0, 0.6, 1.0, 1.5];
@@ -143,25 +163,132 @@ impl FirmwareRef {
             h,
             plates,
             window,
+            nearest: None,
         }
     }
 
     /// Compares the export under `map` (variant frame → image) with the plate, window by window.
     /// Samples of the widened margin that fall outside the export are ignored. A string whose
-    /// ink runs past the export's edge scores [`FirmwareCheck::CUT_OFF`]; a region mostly
+    /// ink runs past the export's edge by more than [`CUT_TOLERANCE`] of its height scores
+    /// [`FirmwareCheck::CUT_OFF`]; a region mostly
     /// outside, flat, or inverted scores [`FirmwareCheck::MISMATCH`].
     pub fn check(&self, img: &Pyramid, map: &Affine) -> FirmwareCheck {
         let (iw, ih) = (img.base().width as f32, img.base().height as f32);
         // A string cut off at the export's edge cannot be verified: its missing characters
-        // may be the ones that differ.
+        // may be the ones that differ. How far its ink runs past the edge, variant pixels:
         let [cx, cy, cw, ch] = self.core;
-        let cut = [(cx, cy), (cx + cw, cy), (cx, cy + ch), (cx + cw, cy + ch)]
+        let over = [(cx, cy), (cx + cw, cy), (cx, cy + ch), (cx + cw, cy + ch)]
             .into_iter()
             .map(|(x, y)| map.apply(x, y))
-            .any(|(x, y)| x < 0.0 || y < 0.0 || x > iw || y > ih);
-        if cut {
+            .map(|(x, y)| (-x).max(x - iw).max(-y).max(y - ih).max(0.0))
+            .fold(0.0f32, f32::max)
+            / map.scale().max(1e-6);
+        // A sliver of the string's edge outside the export (its anti-aliased fringe, a tenth
+        // of a glyph) leaves every glyph comparable; more may hide the one that differs.
+        if over > (CUT_TOLERANCE * ch).max(1.0) {
             return FirmwareCheck::CUT_OFF;
         }
+        // The map is fitted on every anchor; at this one it may be off by a fraction of a
+        // pixel (more so on a drifted, rotated or rescaled export), which leaves residue on
+        // every glyph edge. The region is fitted again locally: shifts of up to half a pixel,
+        // coarse then fine. No shift turns one glyph into another.
+        let mut best: Option<Local> = None;
+        let mut centre = (0.0f32, 0.0f32);
+        for step in [0.5f32, 0.25] {
+            let around = centre;
+            for (dx, dy) in OFFSETS.map(|(i, j)| (around.0 + i * step, around.1 + j * step)) {
+                if step < 0.5 && (dx, dy) == around {
+                    continue;
+                }
+                let shifted = Affine {
+                    tx: map.tx + dx,
+                    ty: map.ty + dy,
+                    ..*map
+                };
+                let Some(l) = self.local(img, &shifted) else {
+                    continue;
+                };
+                if best
+                    .as_ref()
+                    .is_none_or(|b| l.fit.relative() < b.fit.relative())
+                {
+                    centre = (dx, dy);
+                    best = Some(l);
+                }
+            }
+        }
+        let Some(Local {
+            img_s,
+            idx,
+            blur,
+            nearest,
+            fit,
+        }) = best
+        else {
+            return FirmwareCheck::MISMATCH;
+        };
+        let (sigma, plate) = (
+            PLATE_BLURS[blur],
+            nearest.as_ref().unwrap_or(&self.plates[blur]),
+        );
+        let Fit {
+            mp, mi, g, energy, ..
+        } = fit;
+        // Per column: residual energy and the number of samples inside the export.
+        let mut cols = vec![(0.0f64, 0usize); self.w];
+        for &i in &idx {
+            let r = f64::from(img_s[i]) - mi - g * (f64::from(plate[i]) - mp);
+            let c = &mut cols[i % self.w];
+            c.0 += r * r;
+            c.1 += 1;
+        }
+        let windows: Vec<f64> = window_energies(&cols, self.window, self.h)
+            .into_iter()
+            .map(|e| e / energy)
+            .collect();
+        if windows.is_empty() {
+            return FirmwareCheck::MISMATCH;
+        }
+        let mut windows = windows;
+        windows.sort_by(f64::total_cmp);
+        FirmwareCheck {
+            worst: windows[windows.len() - 1] as f32,
+            typical: windows[windows.len() / 2] as f32,
+            cut_off: false,
+            blur: sigma,
+        }
+    }
+}
+
+/// Mean squared residual per window of `window` columns (stride half a window) from per-column
+/// sums `(energy, samples)` of a region `h` rows high; a window with under half its samples is
+/// left out.
+fn window_energies(cols: &[(f64, usize)], window: usize, h: usize) -> Vec<f64> {
+    let w = cols.len();
+    let stride = (window / 2).max(1);
+    let mut out = Vec::new();
+    let mut x0 = 0;
+    loop {
+        let x1 = (x0 + window).min(w);
+        let (e, k) = cols[x0..x1]
+            .iter()
+            .fold((0.0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+        if k > 0 && 2 * k >= (x1 - x0) * h {
+            out.push(e / k as f64);
+        }
+        if x1 == w {
+            break;
+        }
+        x0 += stride;
+    }
+    out
+}
+
+impl FirmwareRef {
+    /// The export sampled under `map`, smoothed, and fitted to the plate blur it matches best;
+    /// `None` when under half the region lies inside the export or no blur fits.
+    fn local(&self, img: &Pyramid, map: &Affine) -> Option<Local> {
+        let (iw, ih) = (img.base().width as f32, img.base().height as f32);
         let raw = sample_grid(img, map, self.x, self.y, 1.0, self.w, self.h);
         let img_s = smooth(&raw, self.w, self.h);
         let idx: Vec<usize> = (0..self.w * self.h)
@@ -174,55 +301,153 @@ impl FirmwareRef {
             })
             .collect();
         if idx.len() < self.w * self.h / 2 {
-            return FirmwareCheck::MISMATCH;
+            return None;
         }
-        // The plate blur the export fits best (least residual over the whole region).
-        let Some((sigma, plate, fit)) = PLATE_BLURS
+        let (blur, fit) = self
+            .plates
             .iter()
-            .zip(&self.plates)
-            .filter_map(|(s, p)| Fit::new(p, &img_s, &idx).map(|f| (*s, p, f)))
-            .min_by(|a, b| a.2.relative().total_cmp(&b.2.relative()))
-        else {
-            return FirmwareCheck::MISMATCH;
-        };
-        let Fit {
-            mp, mi, g, energy, ..
-        } = fit;
-        // Per column: residual energy and the number of samples inside the export.
-        let mut cols = vec![(0.0f64, 0usize); self.w];
-        for &i in &idx {
-            let r = f64::from(img_s[i]) - mi - g * (f64::from(plate[i]) - mp);
-            let c = &mut cols[i % self.w];
-            c.0 += r * r;
-            c.1 += 1;
-        }
-        let stride = (self.window / 2).max(1);
-        let mut windows = Vec::new();
-        let mut x0 = 0;
-        loop {
-            let x1 = (x0 + self.window).min(self.w);
-            let (e, k) = cols[x0..x1]
-                .iter()
-                .fold((0.0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
-            if 2 * k >= (x1 - x0) * self.h {
-                windows.push(e / k as f64 / energy);
+            .enumerate()
+            .filter_map(|(b, p)| Fit::new(p, &img_s, &idx).map(|f| (b, f)))
+            .min_by(|a, b| a.1.relative().total_cmp(&b.1.relative()))?;
+        let nearest = self.nearest.as_ref().and_then(|n| {
+            let plate = n.predict(map, self.x, self.y, self.w, self.h);
+            Fit::new(&plate, &img_s, &idx).map(|f| (plate, f))
+        });
+        Some(match nearest {
+            Some((plate, nf)) if nf.relative() < fit.relative() => Local {
+                img_s,
+                idx,
+                blur: 0,
+                nearest: Some(plate),
+                fit: nf,
+            },
+            _ => Local {
+                img_s,
+                idx,
+                blur,
+                nearest: None,
+                fit,
+            },
+        })
+    }
+
+    /// Also compares a downscaled variant's exports with a nearest-neighbour downscale of
+    /// `full` (the template's full-resolution plate; `ratio` full pixels per variant pixel).
+    pub fn with_nearest(mut self, full: &GrayF32, ratio: f32) -> Self {
+        self.nearest = Some(NearestSource::new(
+            full,
+            ratio,
+            [self.x, self.y, self.w as f32, self.h as f32],
+        ));
+        self
+    }
+}
+
+/// The full-resolution plate around a downscaled variant's firmware region.
+#[derive(Debug, Clone)]
+struct NearestSource {
+    /// Full-resolution pixels per export pixel (1.5 for 1920 → 1280).
+    ratio: f32,
+    /// The crop's origin in the full plate.
+    x0: i64,
+    y0: i64,
+    w: usize,
+    h: usize,
+    pixels: Vec<f32>,
+    /// The crop's median, for samples past it.
+    fill: f32,
+}
+
+/// Full-resolution pixels kept around the region: the largest shift searched and more.
+const NEAREST_MARGIN: i64 = 48;
+
+impl NearestSource {
+    fn new(full: &GrayF32, ratio: f32, region: [f32; 4]) -> Self {
+        let [x, y, w, h] = region;
+        let x0 = (x * ratio).floor() as i64 - NEAREST_MARGIN;
+        let y0 = (y * ratio).floor() as i64 - NEAREST_MARGIN;
+        let cw = ((w * ratio).ceil() as i64 + 2 * NEAREST_MARGIN) as usize;
+        let ch = ((h * ratio).ceil() as i64 + 2 * NEAREST_MARGIN) as usize;
+        let (fw, fh) = (i64::from(full.width), i64::from(full.height));
+        let mut pixels = Vec::with_capacity(cw * ch);
+        for yy in 0..ch as i64 {
+            for xx in 0..cw as i64 {
+                let (sx, sy) = ((x0 + xx).clamp(0, fw - 1), (y0 + yy).clamp(0, fh - 1));
+                pixels.push(full.data[(sy * fw + sx) as usize]);
             }
-            if x1 == self.w {
-                break;
-            }
-            x0 += stride;
         }
-        if windows.is_empty() {
-            return FirmwareCheck::MISMATCH;
-        }
-        windows.sort_by(f64::total_cmp);
-        FirmwareCheck {
-            worst: windows[windows.len() - 1] as f32,
-            typical: windows[windows.len() / 2] as f32,
-            cut_off: false,
-            blur: sigma,
+        let mut sorted = pixels.clone();
+        sorted.sort_by(f32::total_cmp);
+        let fill = sorted[sorted.len() / 2];
+        Self {
+            ratio,
+            x0,
+            y0,
+            w: cw,
+            h: ch,
+            pixels,
+            fill,
         }
     }
+
+    /// The plate region (variant frame, `w x h` from `(x, y)`) as an export downscaled by
+    /// nearest neighbour after an integer shift on the full frame shows it under `map`
+    /// (variant frame → export), sampled and smoothed as the export is.
+    fn predict(&self, map: &Affine, x: f32, y: f32, w: usize, h: usize) -> Vec<f32> {
+        // The full-frame shift: the map's translation in full pixels, whole (the layouts
+        // downscaled on export shift by whole pixels first).
+        let (sx, sy) = (
+            (map.tx * self.ratio).round() as i64,
+            (map.ty * self.ratio).round() as i64,
+        );
+        // Export pixel (ex, ey) shows full pixel floor((e + 0.5) * ratio) of the shifted frame.
+        let pixel = |ex: i64, ey: i64| -> f32 {
+            let fx = ((ex as f32 + 0.5) * self.ratio).floor() as i64 - sx - self.x0;
+            let fy = ((ey as f32 + 0.5) * self.ratio).floor() as i64 - sy - self.y0;
+            if fx < 0 || fy < 0 || fx >= self.w as i64 || fy >= self.h as i64 {
+                self.fill
+            } else {
+                self.pixels[fy as usize * self.w + fx as usize]
+            }
+        };
+        let mut out = Vec::with_capacity(w * h);
+        for v in 0..h {
+            for u in 0..w {
+                let (ex, ey) = map.apply(x + u as f32 + 0.5, y + v as f32 + 0.5);
+                let (px, py) = (ex - 0.5, ey - 0.5);
+                let (ix, iy) = (px.floor() as i64, py.floor() as i64);
+                let (ax, ay) = (px - ix as f32, py - iy as f32);
+                let top = pixel(ix, iy) * (1.0 - ax) + pixel(ix + 1, iy) * ax;
+                let bottom = pixel(ix, iy + 1) * (1.0 - ax) + pixel(ix + 1, iy + 1) * ax;
+                out.push(top * (1.0 - ay) + bottom * ay);
+            }
+        }
+        smooth(&out, w, h)
+    }
+}
+
+/// Offsets of the local refinement, in steps.
+const OFFSETS: [(f32, f32); 9] = [
+    (0.0, 0.0),
+    (-1.0, 0.0),
+    (1.0, 0.0),
+    (0.0, -1.0),
+    (0.0, 1.0),
+    (-1.0, -1.0),
+    (1.0, -1.0),
+    (-1.0, 1.0),
+    (1.0, 1.0),
+];
+
+/// The export's firmware region at one local offset, fitted to its best plate blur.
+struct Local {
+    img_s: Vec<f32>,
+    idx: Vec<usize>,
+    /// Index into [`PLATE_BLURS`].
+    blur: usize,
+    /// The nearest-neighbour prediction, when it fits better than every blur.
+    nearest: Option<Vec<f32>>,
+    fit: Fit,
 }
 
 /// The export region fitted to one plate region by a gain and an offset.
@@ -329,4 +554,95 @@ fn smooth(v: &[f32], w: usize, h: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pyramid::resize_area;
+
+    /// Text-like bars (dark on light) inside `rect`, elsewhere flat.
+    fn plate(w: u32, h: u32, rect: [u32; 4]) -> GrayF32 {
+        let mut img = GrayF32::filled(w, h, 0.9);
+        let mut s: u64 = 11;
+        let mut x = rect[0] + 1;
+        while x + 4 < rect[0] + rect[2] {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (bw, top) = (2 + (s >> 61) as u32, (s >> 58 & 3) as u32);
+            for y in rect[1] + 1 + top..rect[1] + rect[3] - 1 {
+                for xx in x..x + bw {
+                    img.data[(y * w + xx) as usize] = 0.15;
+                }
+            }
+            x += bw + 2 + (s >> 55 & 1) as u32;
+        }
+        img
+    }
+
+    /// `img` with its content moved by whole pixels, the border filled with the background.
+    fn shifted(img: &GrayF32, dx: i64, dy: i64) -> GrayF32 {
+        let (w, h) = (i64::from(img.width), i64::from(img.height));
+        let mut out = GrayF32::filled(img.width, img.height, 0.9);
+        for y in 0..h {
+            for x in 0..w {
+                let (sx, sy) = (x - dx, y - dy);
+                if sx >= 0 && sy >= 0 && sx < w && sy < h {
+                    out.data[(y * w + x) as usize] = img.data[(sy * w + sx) as usize];
+                }
+            }
+        }
+        out
+    }
+
+    // See: #14
+    #[test]
+    fn a_sliver_past_the_edge_is_still_verified_more_is_cut_off() {
+        let rect = [150u32, 20, 46, 16];
+        let p = plate(200, 60, rect);
+        let fw = FirmwareRef::new(0, rect.map(|v| v as f32), &[], &Pyramid::new(p.clone()));
+        let right = fw.core[0] + fw.core[2];
+        // The ink's right edge just inside, a pixel past, and half a glyph past the frame.
+        let inside = (200.0 - right).floor() as i64;
+        for (dx, cut) in [(inside, false), (inside + 1, false), (inside + 6, true)] {
+            let c = fw.check(
+                &Pyramid::new(shifted(&p, dx, 0)),
+                &Affine::translation(dx as f32, 0.0),
+            );
+            assert_eq!(c.cut_off, cut, "shift {dx}: {c:?}");
+            if !cut {
+                assert!(c.worst < 0.05, "shift {dx}: {c:?}");
+            }
+        }
+    }
+
+    // See: #14
+    #[test]
+    fn a_nearest_neighbour_downscale_is_compared_with_its_own_resampling() {
+        let rect = [30u32, 30, 120, 24];
+        let full = plate(300, 90, rect);
+        // Shifted by whole pixels on the full frame, then downscaled to 2/3 by nearest
+        // neighbour (pixel x shows full pixel floor((x + 0.5) * 1.5)).
+        let moved = shifted(&full, 2, 1);
+        let mut export = GrayF32::filled(200, 60, 0.9);
+        for y in 0..60u32 {
+            for x in 0..200u32 {
+                let (fx, fy) = (
+                    ((x as f32 + 0.5) * 1.5).floor() as u32,
+                    ((y as f32 + 0.5) * 1.5).floor() as u32,
+                );
+                export.data[(y * 200 + x) as usize] = moved.data[(fy * 300 + fx) as usize];
+            }
+        }
+        let variant = Pyramid::new(resize_area(&full, 200, 60));
+        let r = rect.map(|v| v as f32 / 1.5);
+        let plain = FirmwareRef::new(0, r, &[], &variant);
+        let nearest = plain.clone().with_nearest(&full, 1.5);
+        let map = Affine::translation(2.0 / 1.5, 1.0 / 1.5);
+        let img = Pyramid::new(export);
+        let (a, b) = (plain.check(&img, &map), nearest.check(&img, &map));
+        assert!(b.typical < 0.01 && b.worst < 0.05, "{b:?}");
+        assert!(a.typical > 3.0 * b.typical.max(0.002), "{a:?} vs {b:?}");
+    }
 }

@@ -71,8 +71,18 @@ pub struct Thresholds {
     /// to the ink energy): an entirely different string exceeds it.
     pub firmware_max_residual: f32,
     /// ... and may stand out of the typical window by at most this factor: one changed
-    /// character exceeds it (see [`crate::firmware`]).
+    /// character exceeds it (see [`crate::firmware`]) ...
     pub firmware_max_ratio: f32,
+    /// ... and by at most this much (worst - typical): a changed character in a noisy export
+    /// stands out by less than the factor but still by this much. Unbounded in the declared
+    /// search (the samples' own degraded firmware lines reach 0.48); the drift pass bounds it
+    /// ([`Drift::identity_max_excess`]).
+    pub firmware_max_excess: f32,
+    /// The typical window may leave at most this residual: past it the whole string is too
+    /// degraded (JPEG, blur, a bitonal scan's broken strokes) for a changed character to show,
+    /// and the export is refused as unverifiable. Unbounded in the declared search, bounded in
+    /// the drift pass ([`Drift::identity_max_typical`]).
+    pub firmware_max_typical: f32,
     /// A template whose first anchors fall below this is dropped early (speed).
     pub early_reject_ncc: f32,
     /// When two templates pass, the best must lead the second by this much.
@@ -85,6 +95,8 @@ impl Default for Thresholds {
             anchor_min_ncc: 0.50,
             firmware_max_residual: 1.0,
             firmware_max_ratio: 4.5,
+            firmware_max_excess: f32::INFINITY,
+            firmware_max_typical: f32::INFINITY,
             early_reject_ncc: 0.35,
             margin: 0.10,
         }
@@ -121,6 +133,9 @@ pub struct Match {
     pub model: Option<FirmwareCheck>,
     /// Per anchor, in template order.
     pub anchors: Vec<AnchorScore>,
+    /// The match needed the drift envelope ([`Drift`]): the export's scale, rotation or shift
+    /// (or its size, a display scaling) is past what the template declares.
+    pub beyond_declared: bool,
 }
 
 /// An export no template accepts, and why.
@@ -165,10 +180,19 @@ pub struct Drift {
     /// An export whose size is the template's scaled by a factor in this range (same aspect
     /// within 1 %) is matched at that scale: a display scaling of 80-125 %, resampled.
     pub display_scale: [f32; 2],
-    /// The firmware and model character checks are stricter on a drifted match: the worst
-    /// window may stand out of the typical one by at most this factor (a degraded, drifted
-    /// export hides a changed character more easily).
+    /// The firmware and model character checks are stricter on a drifted match (and on a
+    /// display-scaled one): the worst window may stand out of the typical one by at most this
+    /// factor (a degraded, drifted export hides a changed character more easily). Chosen on
+    /// the look-alike sets past the documented variation (`examlink-sim render --lookalike
+    /// firmware --stress bounds`, seeds 17 and 31): a specular look-alike at display scale 0.8
+    /// stood out by 2.65x, while genuine drifted exports reach about 3x (refused: safe).
     pub identity_max_ratio: f32,
+    /// ... by at most this much (worst - typical residual) ...
+    pub identity_max_excess: f32,
+    /// ... and the typical window may leave at most this residual: a drifted export whose
+    /// whole firmware line is this degraded cannot show a changed character, and is refused
+    /// as unverifiable rather than accepted on the widened geometry.
+    pub identity_max_typical: f32,
 }
 
 impl Default for Drift {
@@ -180,7 +204,9 @@ impl Default for Drift {
             screen_rotation_deg: 1.2,
             scan_rotation_deg: 3.3,
             display_scale: [0.78, 1.27],
-            identity_max_ratio: 3.5,
+            identity_max_ratio: 2.5,
+            identity_max_excess: 0.10,
+            identity_max_typical: 0.10,
         }
     }
 }
@@ -196,6 +222,8 @@ impl Drift {
         scan_rotation_deg: 0.0,
         display_scale: [1.0, 1.0],
         identity_max_ratio: 0.0,
+        identity_max_excess: f32::INFINITY,
+        identity_max_typical: f32::INFINITY,
     };
 }
 
@@ -236,6 +264,9 @@ pub(crate) struct Variant {
     /// The same character check on the anchor that names the model (its text holds the
     /// template's model code, `RK-7`), when one does: a look-alike device of the same brand.
     pub model: Option<FirmwareRef>,
+    /// The export size this variant is for lies within the template's declared variation
+    /// (false for a display scaling past it).
+    pub declared: bool,
 }
 
 /// Every template's plate and anchors, ready to match exports against.
@@ -281,7 +312,11 @@ impl Layouts {
             variants.push(prepare(t, li, plate.clone(), 1.0, 1.0)?);
             if let Some((_, f)) = t.variation.downscale.filter(|&(_, f)| f > 0.0 && f < 1.0) {
                 let (w, h) = scaled_size(t, f);
-                variants.push(prepare(t, li, resize_area(&plate, w, h), f, f)?);
+                let mut v = prepare(t, li, resize_area(&plate, w, h), f, f)?;
+                let ratio = t.width as f32 / w as f32;
+                v.firmware = v.firmware.with_nearest(&plate, ratio);
+                v.model = v.model.map(|m| m.with_nearest(&plate, ratio));
+                variants.push(v);
             }
             sources.push((t.clone(), luma));
         }
@@ -349,21 +384,15 @@ impl Layouts {
             });
         }
         let declared = |v: &Variant| &self.layouts[v.layout];
-        let outcome = self.choose(&candidates, declared, &self.thresholds, img);
+        let outcome = self.choose(&candidates, declared, &self.thresholds, img, false);
         match outcome {
             Err(u) if self.drift != Drift::NONE => {
                 // Past the declared variation: the same candidates in the drift envelope. The
                 // identity checks (every anchor's NCC, the firmware string, the margin to the
                 // second best) are the same; only the geometry searched is wider.
                 let tolerant = |v: &Variant| &self.tolerant[v.layout];
-                let strict = Thresholds {
-                    firmware_max_ratio: self
-                        .thresholds
-                        .firmware_max_ratio
-                        .min(self.drift.identity_max_ratio),
-                    ..self.thresholds
-                };
-                self.choose(&candidates, tolerant, &strict, img)
+                let strict = self.strict_thresholds();
+                self.choose(&candidates, tolerant, &strict, img, true)
                     .map_err(|t| {
                         if t.closest.as_ref().map(|c| c.1) >= u.closest.as_ref().map(|c| c.1) {
                             t
@@ -376,18 +405,38 @@ impl Layouts {
         }
     }
 
+    /// The thresholds of a match past the declared variation (the drift pass, a display-scaled
+    /// variant): the firmware and model strings checked with the drift's stricter limits, since
+    /// a degraded, drifted export hides a changed character more easily.
+    fn strict_thresholds(&self) -> Thresholds {
+        let t = self.thresholds;
+        Thresholds {
+            firmware_max_ratio: t.firmware_max_ratio.min(self.drift.identity_max_ratio),
+            firmware_max_excess: t.firmware_max_excess.min(self.drift.identity_max_excess),
+            firmware_max_typical: t.firmware_max_typical.min(self.drift.identity_max_typical),
+            ..t
+        }
+    }
+
     /// Matches every candidate with the search envelope `info` gives and picks the one that
-    /// passes, clear of the second.
+    /// passes, clear of the second (`drift`: `info` is the drift envelope). A variant past the
+    /// declared variation (a display scaling) is held to [`Layouts::strict_thresholds`] even
+    /// outside the drift pass.
     fn choose<'a>(
         &'a self,
         candidates: &[&Variant],
         info: impl Fn(&Variant) -> &'a LayoutInfo,
         thresholds: &Thresholds,
         img: &Pyramid,
+        drift: bool,
     ) -> Result<Match, Unknown> {
+        let strict = self.strict_thresholds();
         let mut attempts: Vec<Attempt> = candidates
             .iter()
-            .map(|v| anchor::match_variant(v, info(v), img, thresholds))
+            .map(|v| {
+                let thr = if v.declared { thresholds } else { &strict };
+                anchor::match_variant(v, info(v), img, thr)
+            })
             .collect();
         attempts.sort_by(|a, b| b.rank().total_cmp(&a.rank()));
         let name = |a: &Attempt| self.layouts[a.layout].id.clone();
@@ -399,7 +448,14 @@ impl Layouts {
                 closest,
             });
         }
-        if let Some(second) = attempts.get(1).filter(|s| s.failure.is_none()) {
+        // The runner-up among the other layouts: two variants of one layout (an export size
+        // both the full and the downscaled plate admit) are not an ambiguity.
+        if let Some(second) = attempts
+            .iter()
+            .skip(1)
+            .find(|s| s.layout != best.layout)
+            .filter(|s| s.failure.is_none())
+        {
             if best.score - second.score < self.thresholds.margin {
                 return Err(Unknown {
                     reason: format!(
@@ -422,7 +478,8 @@ impl Layouts {
             .map(|v| v.anchors.iter().map(|a| a.name.clone()).collect())
             .unwrap_or_default();
         let id = name_of(&self.layouts, best.layout);
-        Ok(best.into_match(id, names))
+        let beyond_declared = drift || v.is_some_and(|v| !v.declared);
+        Ok(best.into_match(id, names, beyond_declared))
     }
 
     /// Variants, prepared now, of the layouts whose `variation.scale` range or the drift's
@@ -456,7 +513,8 @@ impl Layouts {
                 } else {
                     base * fx
                 };
-                if let Ok(v) = prepare(t, li, resize_area(&plate, w, h), base * fx, nominal) {
+                if let Ok(mut v) = prepare(t, li, resize_area(&plate, w, h), base * fx, nominal) {
+                    v.declared = nominal == base;
                     out.push(v);
                 }
             }
@@ -544,6 +602,7 @@ fn prepare(
         anchors,
         firmware,
         model,
+        declared: true,
     })
 }
 

@@ -44,7 +44,12 @@ impl Attempt {
         self.score + if self.failure.is_none() { 2.0 } else { 0.0 }
     }
 
-    pub fn into_match(self, template_id: String, names: Vec<String>) -> Match {
+    pub fn into_match(
+        self,
+        template_id: String,
+        names: Vec<String>,
+        beyond_declared: bool,
+    ) -> Match {
         let map = self
             .map
             .compose(&Affine::similarity(self.s0, 0.0, 0.0, 0.0));
@@ -65,6 +70,7 @@ impl Attempt {
             firmware: self.firmware,
             model: self.model,
             anchors,
+            beyond_declared,
         }
     }
 
@@ -163,15 +169,27 @@ pub(crate) fn match_variant(
         }
         let (d, score) = v.anchors[i].locate(img, &map, (0.0, 0.0), uncertainty(i));
         if score < thr.early_reject_ncc {
-            return Attempt::failed(
-                v.layout,
-                v.s0,
-                score.max(0.0),
+            // Where every other anchor placed so far matched, a missing identity string is
+            // more likely a scan that lost it than another layout: say so.
+            let identity =
+                i == v.firmware.anchor || v.model.as_ref().is_some_and(|m| m.anchor == i);
+            let why = if identity && matched.len() >= MIN_ANCHORS_FOR_EDGE_SKIP {
+                format!(
+                    "anchor {:?} (the device's identity string) is missing where {} matching \
+                     anchors place it (NCC {score:.2} < {:.2}): a bitonal scan that dropped a \
+                     light-grey line, or another firmware's screen? Scan in grey, or check the \
+                     device's firmware",
+                    v.anchors[i].name,
+                    matched.len(),
+                    thr.early_reject_ncc
+                )
+            } else {
                 format!(
                     "anchor {:?} not found (NCC {score:.2} < {:.2})",
                     v.anchors[i].name, thr.early_reject_ncc
-                ),
-            );
+                )
+            };
+            return Attempt::failed(v.layout, v.s0, score.max(0.0), why);
         }
         found[i] = Some(map.apply(centres[i].0 + d.0, centres[i].1 + d.1));
         if let Some(m) = fit_found(&found) {

@@ -61,8 +61,12 @@ pub(super) fn score(
     let firmware = v.firmware.check(img, &map);
     let model = v.model.as_ref().map(|m| m.check(img, &map));
     let differs = |c: &FirmwareCheck| {
-        c.worst > thr.firmware_max_residual || c.ratio() > thr.firmware_max_ratio
+        c.worst > thr.firmware_max_residual
+            || c.ratio() > thr.firmware_max_ratio
+            || c.worst - c.typical > thr.firmware_max_excess
     };
+    let unverifiable =
+        |c: &FirmwareCheck| c.worst.is_finite() && c.typical > thr.firmware_max_typical;
     let (weakest, score) = ncc
         .iter()
         .copied()
@@ -97,16 +101,32 @@ pub(super) fn score(
             "anchor {name:?} (the device's identity string) runs off the export's edge, so it \
              cannot be verified: an export cropped or shifted past the frame?"
         ))
+    } else if let Some((r, c)) = [
+        Some((&v.firmware, &firmware)),
+        v.model.as_ref().zip(model.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|(_, c)| unverifiable(c) && c.worst <= thr.firmware_max_residual)
+    {
+        Some(format!(
+            "anchor {:?} (the device's identity string) is too degraded to verify character by \
+             character (typical window residual {:.2} > {:.2}; JPEG, blur or a bitonal scan): \
+             export losslessly or scan in grey",
+            v.anchors[r.anchor].name, c.typical, thr.firmware_max_typical
+        ))
     } else if differs(&firmware) {
         Some(format!(
             "firmware anchor {:?} differs from the template's {:?}: worst character window residual {:.2} \
-             ({:.1}x the typical window; limits {:.2} and {:.1}x): another firmware version?",
+             ({:.1}x and {:+.2} the typical window; limits {:.2}, {:.1}x and {:+.2}): another firmware version?",
             v.anchors[v.firmware.anchor].name,
             info.firmware_string,
             firmware.worst,
             firmware.ratio(),
+            firmware.worst - firmware.typical,
             thr.firmware_max_residual,
-            thr.firmware_max_ratio
+            thr.firmware_max_ratio,
+            thr.firmware_max_excess
         ))
     } else if let Some((m, c)) = v
         .model
@@ -116,12 +136,14 @@ pub(super) fn score(
     {
         Some(format!(
             "model anchor {:?} differs from the template's: worst character window residual {:.2} \
-             ({:.1}x the typical window; limits {:.2} and {:.1}x): a look-alike device?",
+             ({:.1}x and {:+.2} the typical window; limits {:.2}, {:.1}x and {:+.2}): a look-alike device?",
             v.anchors[m.anchor].name,
             c.worst,
             c.ratio(),
+            c.worst - c.typical,
             thr.firmware_max_residual,
-            thr.firmware_max_ratio
+            thr.firmware_max_ratio,
+            thr.firmware_max_excess
         ))
     } else if s < info.scale[0] - SCALE_SLACK || s > info.scale[1] + SCALE_SLACK {
         Some(format!(

@@ -28,10 +28,27 @@ fn main() {
                 anchor_min_ncc: -1.0,
                 firmware_max_residual: f32::INFINITY,
                 firmware_max_ratio: f32::INFINITY,
+                firmware_max_excess: f32::INFINITY,
+                firmware_max_typical: f32::INFINITY,
                 early_reject_ncc: -1.0,
                 margin: 0.0,
             })
         }
+        // LAYOUT_PROBE_FW=1: every check but the firmware and model strings' (to measure them).
+        Ok(l) if std::env::var_os("LAYOUT_PROBE_FW").is_some() => l
+            .with_thresholds(vision::Thresholds {
+                firmware_max_residual: f32::INFINITY,
+                firmware_max_ratio: f32::INFINITY,
+                firmware_max_excess: f32::INFINITY,
+                firmware_max_typical: f32::INFINITY,
+                ..vision::Thresholds::default()
+            })
+            .with_drift(vision::Drift {
+                identity_max_ratio: f32::INFINITY,
+                identity_max_excess: f32::INFINITY,
+                identity_max_typical: f32::INFINITY,
+                ..vision::Drift::default()
+            }),
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
@@ -86,14 +103,22 @@ fn main() {
                         )
                     })
                     .collect();
+                let check = |c: &vision::firmware::FirmwareCheck| {
+                    format!(
+                        "{:.3}/{:.3}/{:.2}/blur{:.1}",
+                        c.worst,
+                        c.typical,
+                        c.ratio(),
+                        c.blur
+                    )
+                };
+                let model = m.model.as_ref().map_or("-".into(), check);
+                let firmware = check(&m.firmware);
                 println!(
-                    "{name}\t{}\tscore={:.3}\tfw={:.3}/{:.3}/{:.2}/blur{:.1}\tms={ms:.2}/{pyr_ms:.2}\tmap=[{:.5} {:.5} {:.5} {:.5} {:.3} {:.3}]\t{}",
+                    "{name}\t{}\tdrift={}\tscore={:.3}\tfw={firmware}\tmodel={model}\tms={ms:.2}/{pyr_ms:.2}\tmap=[{:.5} {:.5} {:.5} {:.5} {:.3} {:.3}]\t{}",
                     m.template_id,
+                    m.beyond_declared,
                     m.score,
-                    m.firmware.worst,
-                    m.firmware.typical,
-                    m.firmware.ratio(),
-                    m.firmware.blur,
                     m.map.a,
                     m.map.b,
                     m.map.c,
