@@ -26,6 +26,9 @@ pub const EXPORTS_REJECTED: &str = "examlink_agent_exports_rejected_total";
 pub const FIELDS_FLAGGED: &str = "examlink_agent_fields_flagged_total";
 /// Fields read `ok` whose crop went with the record for a blind check (quality sampling).
 pub const FIELDS_SAMPLED: &str = "examlink_agent_fields_sampled_total";
+/// Exports read that were aligned past their template's declared variation (the record carries
+/// its `alignment`): a display scaling or crooked scanner an operator may want to fix.
+pub const EXPORTS_BEYOND_DECLARED: &str = "examlink_agent_exports_beyond_declared_total";
 /// Messages durably queued, by `kind`.
 pub const MESSAGES_QUEUED: &str = "examlink_agent_messages_queued_total";
 /// Messages published for the first time, by `kind`.

@@ -167,6 +167,7 @@ pub fn record(device: &DeviceId, n: u64) -> Record {
         fields,
         review_crops: vec![],
         sample_crops: vec![],
+        alignment: None,
         agent_version: "0.1.0".into(),
         model_version: "m-test".into(),
         captured_at: at,

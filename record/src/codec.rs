@@ -5,13 +5,14 @@
 //! Versions: this build reads [`OLDEST_SCHEMA_VERSION`]`..=`[`SCHEMA_VERSION`]. It writes each
 //! message with the oldest version that can carry it ([`Versioned::schema_version`]): version 1,
 //! unless the message holds content only a newer schema has (v2: a [`Record`]'s
-//! `sample_crops`, or a review crop's `context`). So a reader of an older build sees a newer version only when the message
+//! `sample_crops`, or a review crop's `context`; v3: a [`Record`]'s `alignment`). So a reader of an older build sees a newer version only when the message
 //! carries content it cannot read, and the hub defers such a record rather than refusing it.
 //!
 //! | version | adds |
 //! |---|---|
 //! | 1 | the messages of [`crate::record`] |
 //! | 2 | `Record.sample_crops` (quality sampling: crops of fields read `ok`, for blind checks); `ReviewCrop.context` (the export around a flagged field, with its box) |
+//! | 3 | `Record.alignment` (the fitted transform of an export aligned past its template's declared variation) |
 //!
 //! Decoding checks, in order: size ≤ [`MAX_PAYLOAD_BYTES`], valid JSON object, a
 //! `schema_version` this build reads, then the message's fields (unknown fields are errors),
@@ -27,7 +28,7 @@ use serde_json::Value;
 use crate::record::{Receipt, Record, Rejection, StatusReport};
 
 /// The newest payload schema version this build reads (and writes, when a message needs it).
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 /// The oldest payload schema version this build reads.
 pub const OLDEST_SCHEMA_VERSION: u64 = 1;
 /// Key of the schema version in every payload.
@@ -46,10 +47,13 @@ pub trait Versioned {
 }
 
 impl Versioned for Record {
-    /// 2 when the record carries `sample_crops` or a review crop with its `context`, else 1.
+    /// 3 when the record carries an `alignment`; else 2 when it carries `sample_crops` or a
+    /// review crop with its `context`; else 1.
     fn schema_version(&self) -> u64 {
         let context = self.review_crops.iter().any(|c| c.context.is_some());
-        if self.sample_crops.is_empty() && !context {
+        if self.alignment.is_some() {
+            3
+        } else if self.sample_crops.is_empty() && !context {
             1
         } else {
             2
@@ -184,6 +188,7 @@ mod tests {
             }],
             review_crops: vec![],
             sample_crops: vec![],
+            alignment: None,
             agent_version: "0.1.0".into(),
             model_version: "m1".into(),
             captured_at: at,

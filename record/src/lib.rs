@@ -28,8 +28,8 @@ pub use codec::{
 pub use grammar::{Checked, FieldSpec, Grammar, GrammarError, Sign};
 pub use ids::{DeviceId, IdError, RecordId};
 pub use record::{
-    ContextCrop, Field, FieldStatus, Receipt, ReceiptOutcome, Record, Rejection, ReviewCrop,
-    StatusReport, REJECTION_TEMPLATE_ID,
+    Alignment, ContextCrop, Field, FieldStatus, Receipt, ReceiptOutcome, Record, Rejection,
+    ReviewCrop, StatusReport, REJECTION_TEMPLATE_ID,
 };
 pub use rules::{Rule, RuleViolation};
 pub use template::{

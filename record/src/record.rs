@@ -95,8 +95,23 @@ pub struct ContextCrop {
     pub bbox: [u32; 4],
 }
 
+/// How an export was aligned to its template when that took more than the template declares
+/// (schema v3): the map from the template's reference frame to the export's pixels, as a
+/// similarity, so an operator sees a site's display scaling or crooked scanner and a data
+/// engineer can tell such records apart.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alignment {
+    /// Export pixels per reference pixel (1.25 at 125 % display scaling).
+    pub scale: f64,
+    /// Rotation, degrees, counter-clockwise as the export shows it.
+    pub rotation_deg: f64,
+    /// Where the reference frame's origin lands in the export, pixels: `[x, y]`.
+    pub shift_px: [f64; 2],
+}
+
 /// One exam export, as read by an agent. Schema v1; v2 when it carries [`Record::sample_crops`]
-/// or a review crop's [`ReviewCrop::context`].
+/// or a review crop's [`ReviewCrop::context`]; v3 when it carries an [`Record::alignment`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
@@ -132,6 +147,11 @@ pub struct Record {
     /// then not written, so the record stays v1) when none was drawn.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample_crops: Vec<ReviewCrop>,
+    /// Schema v3: the fitted alignment, written only when the export lay past the template's
+    /// declared variation (a display scaling, a rotation or shift beyond the declared ranges),
+    /// so a record within it stays v1 or v2 and an older hub takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<Alignment>,
     /// Agent version.
     pub agent_version: String,
     /// Recognition model version (file digest prefix).

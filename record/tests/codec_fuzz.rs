@@ -35,6 +35,7 @@ fn sample() -> Record {
         }],
         review_crops: vec![],
         sample_crops: vec![],
+        alignment: None,
         agent_version: "0.1.0".into(),
         model_version: "m1".into(),
         captured_at: at,

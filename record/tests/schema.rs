@@ -65,6 +65,7 @@ fn sample_record() -> Record {
             context: None,
         }],
         sample_crops: vec![],
+        alignment: None,
         agent_version: "0.1.0".into(),
         model_version: "abcdef012345".into(),
         captured_at: at,
@@ -200,4 +201,40 @@ fn v2_schema_takes_sample_crops_and_v1_refuses_them() {
     short_box["review_crops"][0]["context"]["bbox"] = serde_json::json!([1, 2, 3]);
     assert!(!v2.is_valid(&short_box));
     assert!(record::decode::<Record>(&serde_json::to_vec(&short_box).unwrap()).is_err());
+}
+
+// See: #14
+#[test]
+fn v3_schema_takes_an_alignment_and_older_schemas_refuse_it() {
+    let (v1, v2, v3) = (
+        schema("record.v1.json"),
+        schema("record.v2.json"),
+        schema("record.v3.json"),
+    );
+    let aligned = Record {
+        alignment: Some(record::Alignment {
+            scale: 1.25,
+            rotation_deg: -0.8,
+            shift_px: [12.35, -3.0],
+        }),
+        ..sample_record()
+    };
+    let good: Value = serde_json::from_slice(&encode(&aligned)).unwrap();
+    assert_eq!(good["schema_version"], 3);
+    assert!(v3.is_valid(&good) && !v2.is_valid(&good) && !v1.is_valid(&good));
+    assert_eq!(
+        record::decode::<Record>(&encode(&aligned)).unwrap(),
+        aligned
+    );
+    // The same content claiming v2: the codec refuses it.
+    let mut as_v2 = good.clone();
+    as_v2["schema_version"] = 2.into();
+    assert!(record::decode::<Record>(&serde_json::to_vec(&as_v2).unwrap()).is_err());
+    let mut short = good.clone();
+    short["alignment"]["shift_px"] = serde_json::json!([1.0]);
+    assert!(!v3.is_valid(&short));
+    assert!(record::decode::<Record>(&serde_json::to_vec(&short).unwrap()).is_err());
+    // Without an alignment the record stays v1.
+    let plain: Value = serde_json::from_slice(&encode(&sample_record())).unwrap();
+    assert_eq!(plain["schema_version"], 1);
 }

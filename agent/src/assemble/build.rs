@@ -51,6 +51,8 @@ pub struct Recognition {
     pub contexts: Vec<ContextPng>,
     /// Version of the model that read the fields.
     pub model_version: String,
+    /// The fitted alignment, when the export lay past the template's declared variation.
+    pub alignment: Option<record::Alignment>,
 }
 
 /// The export around one field (grey PNG) and the field's box in it (`[x, y, w, h]`).
@@ -94,6 +96,7 @@ pub fn build_record(
         crops,
         contexts,
         model_version,
+        alignment,
     } = recognition;
     let record_id = RecordId::derive(device, &taken.sha256, &template_id, template_version);
     let mut budget = MAX_CROPS_BYTES;
@@ -148,6 +151,7 @@ pub fn build_record(
         fields,
         review_crops,
         sample_crops,
+        alignment,
         agent_version: crate::AGENT_VERSION.to_owned(),
         model_version,
         captured_at: taken.captured_at,
@@ -204,6 +208,7 @@ mod tests {
             ],
             contexts: vec![],
             model_version: "m1".into(),
+            alignment: None,
         };
         let t = taken();
         let rec = build_record(&device, &t, r, Utc::now(), 0.0);
@@ -246,6 +251,7 @@ mod tests {
             crops,
             contexts: vec![],
             model_version: "m1".into(),
+            alignment: None,
         }
     }
 

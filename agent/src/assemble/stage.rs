@@ -166,6 +166,14 @@ impl AssembleStage {
                 if sampled > 0 {
                     metrics::counter!(telemetry::FIELDS_SAMPLED).increment(sampled as u64);
                 }
+                if let Some(a) = &record.alignment {
+                    metrics::counter!(telemetry::EXPORTS_BEYOND_DECLARED).increment(1);
+                    debug!(
+                        file = %taken.file_name, template = %record.template_id,
+                        scale = a.scale, rotation_deg = a.rotation_deg,
+                        "Export read past its template's declared variation: its record carries the alignment."
+                    );
+                }
                 debug!(
                     id = %record.record_id, template = %record.template_id, flagged, sampled,
                     "Export recognized."

@@ -89,6 +89,7 @@ fn record(device: &DeviceId, n: u32) -> Message {
         crops,
         contexts: vec![],
         model_version: "bench".into(),
+        alignment: None,
     };
     Message::Record(Box::new(build_record(
         device,

@@ -134,6 +134,12 @@ impl Recognizer {
         self
     }
 
+    /// Replaces the field decision thresholds.
+    pub fn with_policy(mut self, policy: FieldPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Replaces the decoded-pixel cap.
     pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
         self.max_pixels = max_pixels;
@@ -262,6 +268,7 @@ impl Recognizer {
             crops,
             contexts,
             model_version: self.model.model_version().to_owned(),
+            alignment: m.beyond_declared.then(|| alignment(&m.map)),
         };
         timings.total = t0.elapsed();
         Ok(Recognized {
@@ -270,6 +277,20 @@ impl Recognizer {
             layout: m,
             timings,
         })
+    }
+}
+
+/// The fitted map as the record reports it (scale to 4 decimals, rotation to 0.001°, shift to
+/// 0.01 px: finer is noise).
+pub fn alignment(map: &vision::Affine) -> record::Alignment {
+    let round = |v: f32, places: i32| {
+        let k = 10f64.powi(places);
+        (f64::from(v) * k).round() / k
+    };
+    record::Alignment {
+        scale: round(map.scale(), 4),
+        rotation_deg: round(vision::fit::rotation_deg(map), 3),
+        shift_px: [round(map.tx, 2), round(map.ty, 2)],
     }
 }
 
@@ -301,6 +322,20 @@ mod tests {
     fn the_recognizer_can_be_shared_by_worker_threads() {
         fn shared<T: Send + Sync>() {}
         shared::<Recognizer>();
+    }
+
+    // See: #14
+    #[test]
+    fn the_alignment_reports_the_fitted_similarity() {
+        let a = alignment(&vision::Affine::similarity(
+            1.25,
+            f32::to_radians(-0.8),
+            12.345,
+            -3.0,
+        ));
+        assert_eq!(a.scale, 1.25);
+        assert_eq!(a.rotation_deg, -0.8);
+        assert_eq!(a.shift_px, [12.35, -3.0]);
     }
 
     #[test]

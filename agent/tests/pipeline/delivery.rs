@@ -45,6 +45,7 @@ pub fn synthetic(device: &DeviceId, n: u32) -> Message {
         crops: vec![],
         contexts: vec![],
         model_version: "test".into(),
+        alignment: None,
     };
     Message::Record(Box::new(build_record(
         device,
