@@ -36,6 +36,10 @@ struct Cli {
     /// variation (no drift), in the same run.
     #[arg(long)]
     compare_no_drift: bool,
+    /// Also read every set with no confidence gate and print, per field class, how many `ok`
+    /// fields would be wrong at each threshold (the silent-error curves of the model card).
+    #[arg(long)]
+    curves: bool,
     /// Sets to measure, `NAME=DIR` (labelled exports, searched recursively).
     #[arg(required = true)]
     sets: Vec<String>,
@@ -76,6 +80,98 @@ fn reason_class(reason: &str) -> String {
         }
     }
     out.chars().take(110).collect()
+}
+
+/// One field read with no confidence gate: its name, confidence, and whether it came out `ok`
+/// and whether it is right.
+#[derive(Debug, Clone)]
+struct Gateless {
+    field: String,
+    confidence: f32,
+    ok: bool,
+    correct: bool,
+}
+
+/// Every field of the accepted exports under `dir`, read by `r` (built with no confidence
+/// gate).
+fn gateless(r: &Recognizer, dir: &std::path::Path) -> anyhow::Result<Vec<Gateless>> {
+    let mut out = Vec::new();
+    for (img, label) in labelled_exports(dir)? {
+        let l: serde_json::Value = serde_json::from_slice(&std::fs::read(&label)?)?;
+        let (Some(dt), Some(fw)) = (l["device_type"].as_str(), l["firmware"].as_str()) else {
+            continue;
+        };
+        let name: String = img.file_name().unwrap_or_default().to_string_lossy().into();
+        let Ok(rec) = r.recognize(&std::fs::read(&img)?, &name) else {
+            continue;
+        };
+        if rec.recognition.template_id != format!("{dt}_{fw}") {
+            continue;
+        }
+        for (field, want) in scoring::label_fields(&l) {
+            let Some(i) = rec.fields().iter().position(|f| f.name == field) else {
+                continue;
+            };
+            let (f, guess) = (&rec.fields()[i], &rec.guesses[i]);
+            let correct = match &want {
+                None => f.status == record::FieldStatus::Absent || guess.is_none(),
+                Some(w) => guess.as_deref() == Some(w.as_str()),
+            };
+            out.push(Gateless {
+                field,
+                confidence: f.confidence,
+                ok: f.status == record::FieldStatus::Ok,
+                correct,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Thresholds the curves are printed at.
+const CURVE_POINTS: [f32; 12] = [
+    0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995,
+];
+
+/// Per field class, at each threshold: `ok` fields that are wrong (silent errors), and right
+/// readings sent to review by the threshold alone.
+fn print_curves(rows: &[Gateless]) {
+    let identity = |f: &str| agent::recognize::validate::IDENTITY_FIELDS.contains(&f);
+    let mut classes: Vec<(String, Vec<&Gateless>)> = vec![
+        (
+            "measurements (every other field)".into(),
+            rows.iter().filter(|r| !identity(&r.field)).collect(),
+        ),
+        (
+            "identity (patient_id, eye, exam_date)".into(),
+            rows.iter().filter(|r| identity(&r.field)).collect(),
+        ),
+    ];
+    for f in agent::recognize::validate::IDENTITY_FIELDS {
+        classes.push((f.into(), rows.iter().filter(|r| r.field == f).collect()));
+    }
+    println!("\nSilent-error curves (no confidence gate; grammar, rules and blur guard applied):");
+    for (name, rows) in classes {
+        let ok: Vec<&&Gateless> = rows.iter().filter(|r| r.ok).collect();
+        println!(
+            "\n{name}: {} fields, {} ok without a gate, {} of them wrong\n",
+            rows.len(),
+            ok.len(),
+            ok.iter().filter(|r| !r.correct).count()
+        );
+        println!("| threshold | ok-but-wrong | ok-but-wrong % of fields | right readings sent to review |");
+        println!("|---|---|---|---|");
+        for t in CURVE_POINTS {
+            let kept = ok.iter().filter(|r| r.confidence >= t);
+            let wrong = kept.clone().filter(|r| !r.correct).count();
+            let lost = ok.iter().filter(|r| r.correct && r.confidence < t).count();
+            println!(
+                "| {t:.3} | {wrong} | {:.3}% | {lost} ({:.2}%) |",
+                100.0 * wrong as f64 / rows.len().max(1) as f64,
+                100.0 * lost as f64 / rows.len().max(1) as f64
+            );
+        }
+    }
 }
 
 fn measure(r: &Recognizer, dir: &std::path::Path) -> anyhow::Result<Outcome> {
@@ -152,6 +248,14 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut details = Vec::new();
+    let gateless_reader = cli
+        .curves
+        .then(|| {
+            load(&cli.templates, &cli.model)
+                .map(|r| r.with_policy(agent::recognize::validate::FieldPolicy::NO_CONFIDENCE_GATE))
+        })
+        .transpose()?;
+    let mut curve_rows = Vec::new();
     for set in &cli.sets {
         let Some((name, dir)) = set.split_once('=') else {
             bail!("{set:?}: give a set as NAME=DIR");
@@ -187,6 +291,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
         details.push((name.to_owned(), o));
+        if let Some(g) = &gateless_reader {
+            curve_rows.extend(gateless(g, std::path::Path::new(dir))?);
+        }
     }
     for (name, o) in &details {
         if o.reasons.is_empty() && o.silent_cases.is_empty() {
@@ -202,6 +309,9 @@ fn main() -> anyhow::Result<()> {
         for case in &o.silent_cases {
             println!("- ok but wrong: {case}");
         }
+    }
+    if cli.curves {
+        print_curves(&curve_rows);
     }
     Ok(())
 }
