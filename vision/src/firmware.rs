@@ -10,7 +10,7 @@
 //! string makes every window bad (`worst` itself is large, and the anchor's NCC drops).
 //!
 //! The region is the anchor box widened by half its height on each side where that stays on the
-//! plate and off every field box, so a longer version string is caught too.
+//! plate, off every field box and blank on the plate, so a longer version string is caught too.
 //!
 //! The map fitted on all anchors may be off by a fraction of a pixel at this one (more so on a
 //! drifted export), so the region is fitted again locally (shifts up to 0.75 px). A variant
@@ -82,6 +82,16 @@ fn ink_extent(plate: &Pyramid, rect: [f32; 4]) -> [f32; 4] {
     }
 }
 
+/// The largest difference from the median within `rect` (variant frame) of the plate.
+fn deviation(plate: &Pyramid, rect: [f32; 4]) -> f32 {
+    let (w, h) = (rect[2].max(1.0) as usize, rect[3].max(1.0) as usize);
+    let v = sample_grid(plate, &Affine::IDENTITY, rect[0], rect[1], 1.0, w, h);
+    let mut sorted = v.clone();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    v.iter().map(|x| (x - median).abs()).fold(0.0, f32::max)
+}
+
 /// How much of the string's ink may lie past the export's edge, as a share of its height
 /// (a glyph is about 0.6 of it wide, so this is a quarter of a glyph at most).
 const CUT_TOLERANCE: f32 = 0.15;
@@ -134,13 +144,17 @@ impl FirmwareRef {
                 r[0] < f[0] + f[2] && f[0] < r[0] + r[2] && r[1] < f[1] + f[3] && f[1] < r[1] + r[3]
             })
         };
+        // A margin must be blank on the plate: an edge there (a panel's border beside the
+        // string) would light up its window at the slightest misfit of a drifted export.
+        let contrast = deviation(plate, rect);
+        let blank = |r: [f32; 4]| deviation(plate, r) < 0.25 * contrast;
         let left = [x - grow, y, grow, h];
-        if left[0] >= 0.0 && !overlaps(left) {
+        if left[0] >= 0.0 && !overlaps(left) && blank(left) {
             x -= grow;
             w += grow;
         }
         let right = [x + w, y, grow, h];
-        if right[0] + grow <= pw && !overlaps(right) {
+        if right[0] + grow <= pw && !overlaps(right) && blank(right) {
             w += grow;
         }
         let (w, h) = (w.max(1.0) as usize, h.max(1.0) as usize);
@@ -615,6 +629,27 @@ mod tests {
                 assert!(c.worst < 0.05, "shift {dx}: {c:?}");
             }
         }
+    }
+
+    // See: #14
+    #[test]
+    fn a_margin_with_an_edge_is_left_out() {
+        // A string with a panel's border 5 px past its right end (inside the half-height
+        // margin): the region keeps the blank left margin, not the right one.
+        let rect = [60u32, 20, 46, 16];
+        let mut plain = plate(200, 60, rect);
+        let mut edged = plain.clone();
+        for y in 0..60 {
+            for x in 106..200 {
+                plain.data[y * 200 + x] = 0.9;
+                edged.data[y * 200 + x] = if x >= 111 { 0.2 } else { 0.9 };
+            }
+        }
+        let fw = FirmwareRef::new(0, rect.map(|v| v as f32), &[], &Pyramid::new(edged));
+        assert_eq!((fw.x, fw.w), (52.0, 46 + 8));
+        // With the border plain, both margins are part of the region.
+        let fw = FirmwareRef::new(0, rect.map(|v| v as f32), &[], &Pyramid::new(plain));
+        assert_eq!((fw.x, fw.w), (52.0, 46 + 16));
     }
 
     // See: #14
