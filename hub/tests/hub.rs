@@ -97,6 +97,36 @@ async fn record_round_trip_device_to_postgres_to_receipt_and_results() {
     hub.stop().await;
 }
 
+// See: #14
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alignment_of_an_export_read_past_its_template_is_stored_with_the_record() {
+    let schema = TestSchema::new("aligned");
+    schema.migrate().await;
+    let pw = schema.add_device("autoref-03", "autoref").await;
+    let hub = TestHub::start(&schema, BrokerMode::Embedded, "unused").await;
+    let mut d = device(&hub, "autoref-03", &pw).await;
+    let mut r = testkit::record(&dev("autoref-03"), 7);
+    r.alignment = Some(record::Alignment {
+        scale: 1.25,
+        rotation_deg: -0.8,
+        shift_px: [12.35, -3.0],
+    });
+    d.publish_record(&r).await;
+    assert_eq!(d.receipt().await.outcome, ReceiptOutcome::Stored);
+    let row = schema
+        .client()
+        .await
+        .query_one(
+            "SELECT (payload->'alignment'->>'scale')::float8, \
+                    (payload->'alignment'->>'rotation_deg')::float8 FROM records",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, f64>(0), row.get::<_, f64>(1)), (1.25, -0.8));
+    hub.stop().await;
+}
+
 // See: #5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_record_twice_is_stored_once_and_the_second_receipt_is_duplicate() {
