@@ -51,20 +51,36 @@ pub(crate) struct FirmwareRef {
     nearest: Option<NearestSource>,
 }
 
+/// Each sample of the plate within `rect` (variant frame): its difference from the region's
+/// median, row by row (`w x h`).
+fn deviations(plate: &Pyramid, rect: [f32; 4]) -> (Vec<f32>, usize, usize) {
+    let (w, h) = (rect[2].max(1.0) as usize, rect[3].max(1.0) as usize);
+    let v = sample_grid(plate, &Affine::IDENTITY, rect[0], rect[1], 1.0, w, h);
+    let m = median(&v);
+    (v.iter().map(|x| (x - m).abs()).collect(), w, h)
+}
+
+/// The largest of [`deviations`].
+fn deviation(plate: &Pyramid, rect: [f32; 4]) -> f32 {
+    deviations(plate, rect).0.into_iter().fold(0.0, f32::max)
+}
+
+/// The median of `v` (upper one of an even count); `v` must not be empty.
+fn median(v: &[f32]) -> f32 {
+    let mut sorted = v.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 /// The part of `rect` (variant frame) that holds ink: rows and columns whose largest difference
 /// from the region's median is at least a quarter of the region's largest.
 fn ink_extent(plate: &Pyramid, rect: [f32; 4]) -> [f32; 4] {
-    let (w, h) = (rect[2].max(1.0) as usize, rect[3].max(1.0) as usize);
-    let v = sample_grid(plate, &Affine::IDENTITY, rect[0], rect[1], 1.0, w, h);
-    let mut sorted = v.clone();
-    sorted.sort_by(f32::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let dev = |i: usize| (v[i] - median).abs();
-    let top = (0..v.len()).map(dev).fold(0.0f32, f32::max);
+    let (dev, w, h) = deviations(plate, rect);
+    let top = dev.iter().copied().fold(0.0f32, f32::max);
     if top <= 0.0 {
         return rect;
     }
-    let inked = |i: usize| dev(i) >= 0.25 * top;
+    let inked = |i: usize| dev[i] >= 0.25 * top;
     let cols: Vec<usize> = (0..w)
         .filter(|&x| (0..h).any(|y| inked(y * w + x)))
         .collect();
@@ -80,16 +96,6 @@ fn ink_extent(plate: &Pyramid, rect: [f32; 4]) -> [f32; 4] {
         ],
         _ => rect,
     }
-}
-
-/// The largest difference from the median within `rect` (variant frame) of the plate.
-fn deviation(plate: &Pyramid, rect: [f32; 4]) -> f32 {
-    let (w, h) = (rect[2].max(1.0) as usize, rect[3].max(1.0) as usize);
-    let v = sample_grid(plate, &Affine::IDENTITY, rect[0], rect[1], 1.0, w, h);
-    let mut sorted = v.clone();
-    sorted.sort_by(f32::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    v.iter().map(|x| (x - median).abs()).fold(0.0, f32::max)
 }
 
 /// How much of the string's ink may lie past the export's edge, as a share of its height
@@ -256,14 +262,13 @@ impl FirmwareRef {
             c.0 += r * r;
             c.1 += 1;
         }
-        let windows: Vec<f64> = window_energies(&cols, self.window, self.h)
+        let mut windows: Vec<f64> = window_energies(&cols, self.window, self.h)
             .into_iter()
             .map(|e| e / energy)
             .collect();
         if windows.is_empty() {
             return FirmwareCheck::MISMATCH;
         }
-        let mut windows = windows;
         windows.sort_by(f64::total_cmp);
         FirmwareCheck {
             worst: windows[windows.len() - 1] as f32,
@@ -390,9 +395,7 @@ impl NearestSource {
                 pixels.push(full.data[(sy * fw + sx) as usize]);
             }
         }
-        let mut sorted = pixels.clone();
-        sorted.sort_by(f32::total_cmp);
-        let fill = sorted[sorted.len() / 2];
+        let fill = median(&pixels);
         Self {
             ratio,
             x0,

@@ -384,22 +384,20 @@ impl Layouts {
             });
         }
         let declared = |v: &Variant| &self.layouts[v.layout];
-        let outcome = self.choose(&candidates, declared, &self.thresholds, img, false);
+        let outcome = self.choose(&candidates, declared, img, false);
         match outcome {
             Err(u) if self.drift != Drift::NONE => {
                 // Past the declared variation: the same candidates in the drift envelope. The
                 // identity checks (every anchor's NCC, the firmware string, the margin to the
                 // second best) are the same; only the geometry searched is wider.
                 let tolerant = |v: &Variant| &self.tolerant[v.layout];
-                let strict = self.strict_thresholds();
-                self.choose(&candidates, tolerant, &strict, img, true)
-                    .map_err(|t| {
-                        if t.closest.as_ref().map(|c| c.1) >= u.closest.as_ref().map(|c| c.1) {
-                            t
-                        } else {
-                            u
-                        }
-                    })
+                self.choose(&candidates, tolerant, img, true).map_err(|t| {
+                    if t.closest.as_ref().map(|c| c.1) >= u.closest.as_ref().map(|c| c.1) {
+                        t
+                    } else {
+                        u
+                    }
+                })
             }
             other => other,
         }
@@ -419,14 +417,13 @@ impl Layouts {
     }
 
     /// Matches every candidate with the search envelope `info` gives and picks the one that
-    /// passes, clear of the second (`drift`: `info` is the drift envelope). A variant past the
-    /// declared variation (a display scaling) is held to [`Layouts::strict_thresholds`] even
-    /// outside the drift pass.
+    /// passes, clear of the second (`drift`: `info` is the drift envelope). The drift pass, and
+    /// a variant past the declared variation (a display scaling) in either pass, are held to
+    /// [`Layouts::strict_thresholds`]; the rest to the declared ones.
     fn choose<'a>(
         &'a self,
         candidates: &[&Variant],
         info: impl Fn(&Variant) -> &'a LayoutInfo,
-        thresholds: &Thresholds,
         img: &Pyramid,
         drift: bool,
     ) -> Result<Match, Unknown> {
@@ -434,7 +431,11 @@ impl Layouts {
         let mut attempts: Vec<Attempt> = candidates
             .iter()
             .map(|v| {
-                let thr = if v.declared { thresholds } else { &strict };
+                let thr = if drift || !v.declared {
+                    &strict
+                } else {
+                    &self.thresholds
+                };
                 anchor::match_variant(v, info(v), img, thr)
             })
             .collect();

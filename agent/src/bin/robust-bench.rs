@@ -112,16 +112,12 @@ fn gateless(r: &Recognizer, dir: &std::path::Path) -> anyhow::Result<Vec<Gateles
             let Some(i) = rec.fields().iter().position(|f| f.name == field) else {
                 continue;
             };
-            let (f, guess) = (&rec.fields()[i], &rec.guesses[i]);
-            let correct = match &want {
-                None => f.status == record::FieldStatus::Absent || guess.is_none(),
-                Some(w) => guess.as_deref() == Some(w.as_str()),
-            };
+            let f = &rec.fields()[i];
             out.push(Gateless {
+                correct: scoring::is_correct(f, &rec.guesses[i], &want),
                 field,
                 confidence: f.confidence,
                 ok: f.status == record::FieldStatus::Ok,
-                correct,
             });
         }
     }

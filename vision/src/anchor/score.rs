@@ -60,6 +60,14 @@ pub(super) fn score(
         .collect();
     let firmware = v.firmware.check(img, &map);
     let model = v.model.as_ref().map(|m| m.check(img, &map));
+    // The identity strings checked character by character: the firmware's, and the model's.
+    let identity: Vec<_> = [
+        Some((&v.firmware, &firmware)),
+        v.model.as_ref().zip(model.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let differs = |c: &FirmwareCheck| {
         c.worst > thr.firmware_max_residual
             || c.ratio() > thr.firmware_max_ratio
@@ -88,26 +96,18 @@ pub(super) fn score(
             "anchor {:?} NCC {score:.2} < {:.2}",
             v.anchors[weakest].name, thr.anchor_min_ncc
         ))
-    } else if let Some(name) = [
-        Some((&v.firmware, &firmware)),
-        v.model.as_ref().zip(model.as_ref()),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|(_, c)| c.cut_off)
-    .map(|(r, _)| &v.anchors[r.anchor].name)
+    } else if let Some(name) = identity
+        .iter()
+        .find(|(_, c)| c.cut_off)
+        .map(|(r, _)| &v.anchors[r.anchor].name)
     {
         Some(format!(
             "anchor {name:?} (the device's identity string) runs off the export's edge, so it \
              cannot be verified: an export cropped or shifted past the frame?"
         ))
-    } else if let Some((r, c)) = [
-        Some((&v.firmware, &firmware)),
-        v.model.as_ref().zip(model.as_ref()),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|(_, c)| unverifiable(c) && c.worst <= thr.firmware_max_residual)
+    } else if let Some((r, c)) = identity
+        .iter()
+        .find(|(_, c)| unverifiable(c) && c.worst <= thr.firmware_max_residual)
     {
         Some(format!(
             "anchor {:?} (the device's identity string) is too degraded to verify character by \

@@ -25,10 +25,7 @@ pub fn score_fields(rec: &Recognized, fields: &[(String, Option<String>)]) -> Fi
             continue;
         };
         let (f, guess) = (&rec.fields()[i], &rec.guesses[i]);
-        let correct = match want {
-            None => f.status == FieldStatus::Absent || guess.is_none(),
-            Some(w) => guess.as_deref() == Some(w.as_str()),
-        };
+        let correct = is_correct(f, guess, want);
         s.correct += usize::from(correct);
         if f.status == FieldStatus::Ok && !correct {
             s.silent
@@ -39,6 +36,15 @@ pub fn score_fields(rec: &Recognized, fields: &[(String, Option<String>)]) -> Fi
         }
     }
     s
+}
+
+/// Whether field `f`, read as `guess`, matches its label `want` (`None`: absent, which the
+/// field is when marked absent or read as nothing).
+pub fn is_correct(f: &record::Field, guess: &Option<String>, want: &Option<String>) -> bool {
+    match want {
+        None => f.status == FieldStatus::Absent || guess.is_none(),
+        Some(w) => guess.as_deref() == Some(w.as_str()),
+    }
 }
 
 /// A label JSON's `fields`, in its order (`null` = absent).
