@@ -66,6 +66,22 @@ impl Affine {
         (self.a * self.d - self.b * self.c).abs().sqrt()
     }
 
+    /// The map back from the image to the reference frame; `None` when `self` is singular.
+    pub fn inverse(&self) -> Option<Affine> {
+        let det = self.a * self.d - self.b * self.c;
+        if det.abs() < 1e-12 {
+            return None;
+        }
+        Some(Affine {
+            a: self.d / det,
+            b: -self.b / det,
+            c: -self.c / det,
+            d: self.a / det,
+            tx: (self.b * self.ty - self.d * self.tx) / det,
+            ty: (self.c * self.tx - self.a * self.ty) / det,
+        })
+    }
+
     /// `self` after `first`: maps `p` to `self.apply(first.apply(p))`.
     pub fn compose(&self, first: &Affine) -> Affine {
         Affine {
@@ -89,5 +105,19 @@ mod tests {
         let s = Affine::similarity(2.0, 0.0, 0.0, 0.0);
         let (x, y) = s.compose(&t).apply(1.0, 1.0);
         assert!((x - 8.0).abs() < 1e-6 && (y + 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn inverse_undoes_the_map() {
+        let m = Affine::similarity(1.03, 0.02, 7.5, -3.25);
+        let (x, y) = m
+            .inverse()
+            .unwrap()
+            .apply(m.apply(120.0, 45.0).0, m.apply(120.0, 45.0).1);
+        assert!(
+            (x - 120.0).abs() < 1e-3 && (y - 45.0).abs() < 1e-3,
+            "{x} {y}"
+        );
+        assert!(Affine::similarity(0.0, 0.0, 1.0, 1.0).inverse().is_none());
     }
 }

@@ -18,6 +18,12 @@
 //! at the export's own shift: that resampling leaves jagged strokes no blur explains. A string
 //! whose ink runs past the export's edge by more than a sliver cannot be verified.
 //!
+//! A bitonal export (a 1-bit scan) is compared with the plate blurred and thresholded at the
+//! level that fits it best, not with the grey plate: the scanner's global threshold breaks a
+//! light-grey string up, which the grey comparison cannot tell from a changed character. Each
+//! window may take a threshold a little off the string's (uneven illumination). The check also
+//! says how much of the string's ink the threshold left ([`FirmwareCheck::ink`]).
+//!
 //! The layout's verdict ([`crate::Thresholds`]) uses three numbers: the worst window (a wholly
 //! different string), how far it stands above the typical one as a factor and as a difference
 //! (one changed character, in a clean or a noisy export), and the typical window itself (past
@@ -43,7 +49,12 @@ pub(crate) struct FirmwareRef {
     /// The plate region smoothed, then blurred further by each of [`PLATE_BLURS`]: the check
     /// compares the export with the one it fits best, so an export's own blur is not counted
     /// as a difference and a changed character stands out of a blurred scan as well.
-    plates: Vec<Vec<f32>>,
+    plates: Vec<Reference>,
+    /// For a bitonal export (a 1-bit scan): the plate region blurred by each of
+    /// [`PLATE_BLURS`] and thresholded at each of [`BITONAL_LEVELS`] levels, then smoothed
+    /// as the export is: what the scanner's global threshold makes of the string. A light-grey
+    /// line that breaks up in such a scan is compared with the plate broken up the same way.
+    bitonal: Vec<Reference>,
     window: usize,
     /// For a variant downscaled on export: the full-resolution plate around the region, so
     /// an export downscaled by nearest neighbour (jagged, no blur) is compared with what that
@@ -105,6 +116,62 @@ const CUT_TOLERANCE: f32 = 0.15;
 /// Extra Gaussian blurs (sigma, px) the plate region is prepared at.
 const PLATE_BLURS: [f32; 4] = [0.0, 0.6, 1.0, 1.5];
 
+/// How many levels a window's threshold may differ from the whole string's in a bitonal scan.
+const LOCAL_LEVELS: usize = 2;
+
+/// Thresholds a bitonal export is compared at: this many levels, evenly spaced between the
+/// region's darkest ink and its paper (exclusive).
+const BITONAL_LEVELS: usize = 16;
+
+/// One plate region an export is compared with.
+#[derive(Debug, Clone)]
+struct Reference {
+    /// The extra blur it was prepared with (Gaussian sigma, px).
+    blur: f32,
+    /// The share of the string's ink it keeps: 1 for a grey reference; for a thresholded one,
+    /// its black samples over the string's ink samples (those darker than halfway between
+    /// the darkest ink and the paper).
+    ink: f32,
+    /// For a thresholded one, its level (1.. of [`BITONAL_LEVELS`]); 0 for a grey one.
+    level: usize,
+    /// `w x h` samples, smoothed.
+    pixels: Vec<f32>,
+}
+
+/// The bitonal references of a plate region (`raw`, `w x h`, unsmoothed): for each blur and
+/// each threshold, black (0) where the blurred plate is darker than the threshold, else white
+/// (1), then smoothed. All-white or all-black ones are left out.
+fn bitonal_references(raw: &[f32], w: usize, h: usize) -> Vec<Reference> {
+    let lo = raw.iter().copied().fold(f32::INFINITY, f32::min);
+    let paper = median(raw);
+    let string_ink = raw.iter().filter(|&&v| v < 0.5 * (lo + paper)).count();
+    if string_ink == 0 || paper - lo < 1e-3 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for &sigma in &PLATE_BLURS {
+        let blurred = gaussian(raw, w, h, sigma);
+        for k in 1..BITONAL_LEVELS {
+            let t = lo + (paper - lo) * k as f32 / BITONAL_LEVELS as f32;
+            let binary: Vec<f32> = blurred
+                .iter()
+                .map(|&v| if v < t { 0.0 } else { 1.0 })
+                .collect();
+            let black = binary.iter().filter(|&&v| v == 0.0).count();
+            if black == 0 || black == binary.len() {
+                continue;
+            }
+            out.push(Reference {
+                blur: sigma,
+                ink: black as f32 / string_ink as f32,
+                level: k,
+                pixels: smooth(&binary, w, h),
+            });
+        }
+    }
+    out
+}
+
 /// Separable Gaussian blur of a `w x h` region, border clamped.
 fn gaussian(v: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
     if sigma <= 0.0 {
@@ -164,15 +231,18 @@ impl FirmwareRef {
             w += grow;
         }
         let (w, h) = (w.max(1.0) as usize, h.max(1.0) as usize);
-        let base = smooth(
-            &sample_grid(plate, &Affine::IDENTITY, x, y, 1.0, w, h),
-            w,
-            h,
-        );
+        let raw = sample_grid(plate, &Affine::IDENTITY, x, y, 1.0, w, h);
+        let base = smooth(&raw, w, h);
         let plates = PLATE_BLURS
             .iter()
-            .map(|&s| gaussian(&base, w, h, s))
+            .map(|&blur| Reference {
+                blur,
+                ink: 1.0,
+                level: 0,
+                pixels: gaussian(&base, w, h, blur),
+            })
             .collect();
+        let bitonal = bitonal_references(&raw, w, h);
         let window = ((0.6 * h as f32).round() as usize).clamp(3, w.max(3));
         Self {
             anchor,
@@ -182,6 +252,7 @@ impl FirmwareRef {
             w,
             h,
             plates,
+            bitonal,
             window,
             nearest: None,
         }
@@ -208,11 +279,18 @@ impl FirmwareRef {
         if over > (CUT_TOLERANCE * ch).max(1.0) {
             return FirmwareCheck::CUT_OFF;
         }
+        // A bitonal export is compared with the plate thresholded as a scanner would.
         // The map is fitted on every anchor; at this one it may be off by a fraction of a
         // pixel (more so on a drifted, rotated or rescaled export), which leaves residue on
         // every glyph edge. The region is fitted again locally: shifts of up to half a pixel,
         // coarse then fine. No shift turns one glyph into another.
+        let refs = if img.is_bitonal() {
+            &self.bitonal
+        } else {
+            &self.plates
+        };
         let mut best: Option<Local> = None;
+        let mut blank = false;
         let mut centre = (0.0f32, 0.0f32);
         for step in [0.5f32, 0.25] {
             let around = centre;
@@ -225,8 +303,12 @@ impl FirmwareRef {
                     ty: map.ty + dy,
                     ..*map
                 };
-                let Some(l) = self.local(img, &shifted) else {
-                    continue;
+                let l = match self.local(img, &shifted, refs) {
+                    Ok(l) => l,
+                    Err(flat) => {
+                        blank |= flat;
+                        continue;
+                    }
                 };
                 if best
                     .as_ref()
@@ -240,32 +322,53 @@ impl FirmwareRef {
         let Some(Local {
             img_s,
             idx,
-            blur,
+            reference,
             nearest,
             fit,
         }) = best
         else {
-            return FirmwareCheck::MISMATCH;
+            // Nothing of the string left where it belongs: in a bitonal scan, a light line
+            // the threshold dropped.
+            return if blank && img.is_bitonal() {
+                FirmwareCheck::VANISHED
+            } else {
+                FirmwareCheck::MISMATCH
+            };
         };
-        let (sigma, plate) = (
-            PLATE_BLURS[blur],
-            nearest.as_ref().unwrap_or(&self.plates[blur]),
-        );
-        let Fit {
-            mp, mi, g, energy, ..
-        } = fit;
+        let r = &refs[reference];
+        let plate = nearest.as_ref().unwrap_or(&r.pixels);
+        let energy = fit.energy;
         // Per column: residual energy and the number of samples inside the export.
-        let mut cols = vec![(0.0f64, 0usize); self.w];
-        for &i in &idx {
-            let r = f64::from(img_s[i]) - mi - g * (f64::from(plate[i]) - mp);
-            let c = &mut cols[i % self.w];
-            c.0 += r * r;
-            c.1 += 1;
-        }
-        let mut windows: Vec<f64> = window_energies(&cols, self.window, self.h)
+        let columns = |plate: &[f32], Fit { mp, mi, g, .. }: Fit| {
+            let mut cols = vec![(0.0f64, 0usize); self.w];
+            for &i in &idx {
+                let r = f64::from(img_s[i]) - mi - g * (f64::from(plate[i]) - mp);
+                let c = &mut cols[i % self.w];
+                c.0 += r * r;
+                c.1 += 1;
+            }
+            window_energies(&cols, self.window, self.h)
+        };
+        let mut windows: Vec<f64> = columns(plate, fit)
             .into_iter()
             .map(|e| e / energy)
             .collect();
+        if r.level > 0 {
+            // A bitonal scan's threshold is not the same all along the string (uneven
+            // illumination, spatially correlated noise): each window may take a threshold up to
+            // LOCAL_LEVELS from the string's. A lower one fades strokes, a higher one thickens
+            // them; neither draws a stroke where the plate has none.
+            for alt in refs.iter().filter(|q| {
+                q.blur == r.blur && q.level != r.level && q.level.abs_diff(r.level) <= LOCAL_LEVELS
+            }) {
+                let Some(f) = Fit::new(&alt.pixels, &img_s, &idx) else {
+                    continue;
+                };
+                for (w, e) in windows.iter_mut().zip(columns(&alt.pixels, f)) {
+                    *w = w.min(e / energy);
+                }
+            }
+        }
         if windows.is_empty() {
             return FirmwareCheck::MISMATCH;
         }
@@ -274,7 +377,8 @@ impl FirmwareRef {
             worst: windows[windows.len() - 1] as f32,
             typical: windows[windows.len() / 2] as f32,
             cut_off: false,
-            blur: sigma,
+            blur: r.blur,
+            ink: r.ink,
         }
     }
 }
@@ -304,9 +408,10 @@ fn window_energies(cols: &[(f64, usize)], window: usize, h: usize) -> Vec<f64> {
 }
 
 impl FirmwareRef {
-    /// The export sampled under `map`, smoothed, and fitted to the plate blur it matches best;
-    /// `None` when under half the region lies inside the export or no blur fits.
-    fn local(&self, img: &Pyramid, map: &Affine) -> Option<Local> {
+    /// The export sampled under `map`, smoothed, and fitted to the reference of `refs` it
+    /// matches best; `Err` when under half the region lies inside the export or none fits
+    /// (`Err(true)`: the export is blank there).
+    fn local(&self, img: &Pyramid, map: &Affine, refs: &[Reference]) -> Result<Local, bool> {
         let (iw, ih) = (img.base().width as f32, img.base().height as f32);
         let raw = sample_grid(img, map, self.x, self.y, 1.0, self.w, self.h);
         let img_s = smooth(&raw, self.w, self.h);
@@ -320,30 +425,41 @@ impl FirmwareRef {
             })
             .collect();
         if idx.len() < self.w * self.h / 2 {
-            return None;
+            return Err(false);
         }
-        let (blur, fit) = self
-            .plates
+        let Some((reference, fit)) = refs
             .iter()
             .enumerate()
-            .filter_map(|(b, p)| Fit::new(p, &img_s, &idx).map(|f| (b, f)))
-            .min_by(|a, b| a.1.relative().total_cmp(&b.1.relative()))?;
-        let nearest = self.nearest.as_ref().and_then(|n| {
-            let plate = n.predict(map, self.x, self.y, self.w, self.h);
-            Fit::new(&plate, &img_s, &idx).map(|f| (plate, f))
-        });
-        Some(match nearest {
+            .filter_map(|(b, p)| Fit::new(&p.pixels, &img_s, &idx).map(|f| (b, f)))
+            .min_by(|a, b| a.1.relative().total_cmp(&b.1.relative()))
+        else {
+            let (lo, hi) = idx
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |a, &i| {
+                    (a.0.min(img_s[i]), a.1.max(img_s[i]))
+                });
+            return Err(hi - lo < BLANK_RANGE);
+        };
+        let nearest = self
+            .nearest
+            .as_ref()
+            .filter(|_| !img.is_bitonal())
+            .and_then(|n| {
+                let plate = n.predict(map, self.x, self.y, self.w, self.h);
+                Fit::new(&plate, &img_s, &idx).map(|f| (plate, f))
+            });
+        Ok(match nearest {
             Some((plate, nf)) if nf.relative() < fit.relative() => Local {
                 img_s,
                 idx,
-                blur: 0,
+                reference: 0,
                 nearest: Some(plate),
                 fit: nf,
             },
             _ => Local {
                 img_s,
                 idx,
-                blur,
+                reference,
                 nearest: None,
                 fit,
             },
@@ -456,12 +572,15 @@ const OFFSETS: [(f32, f32); 9] = [
     (1.0, 1.0),
 ];
 
-/// The export's firmware region at one local offset, fitted to its best plate blur.
+/// A region whose samples span less than this (0..1 grey) is blank.
+const BLANK_RANGE: f32 = 0.05;
+
+/// The export's firmware region at one local offset, fitted to its best plate reference.
 struct Local {
     img_s: Vec<f32>,
     idx: Vec<usize>,
-    /// Index into [`PLATE_BLURS`].
-    blur: usize,
+    /// Index into the references compared with (grey or bitonal).
+    reference: usize,
     /// The nearest-neighbour prediction, when it fits better than every blur.
     nearest: Option<Vec<f32>>,
     fit: Fit,
@@ -525,6 +644,10 @@ pub struct FirmwareCheck {
     /// The extra blur (Gaussian sigma, px) the plate needed to fit the export best: how much
     /// blurrier than the samples the export is.
     pub blur: f32,
+    /// The share of the string's ink the export keeps: 1 for a grey export; for a bitonal
+    /// scan, what the threshold that fits it best leaves of the string (a line thresholded
+    /// away keeps too little for a changed character to show; 0 when nothing is left).
+    pub ink: f32,
 }
 
 impl FirmwareCheck {
@@ -534,6 +657,7 @@ impl FirmwareCheck {
         typical: f32::INFINITY,
         cut_off: false,
         blur: f32::NAN,
+        ink: 1.0,
     };
 
     /// What a string cut off at the export's edge scores.
@@ -542,16 +666,40 @@ impl FirmwareCheck {
         typical: f32::INFINITY,
         cut_off: true,
         blur: f32::NAN,
+        ink: 1.0,
+    };
+
+    /// What a string scores that a bitonal scan's threshold dropped entirely (the region
+    /// blank where the other anchors place it).
+    pub const VANISHED: FirmwareCheck = FirmwareCheck {
+        worst: f32::INFINITY,
+        typical: f32::INFINITY,
+        cut_off: false,
+        blur: f32::NAN,
+        ink: 0.0,
     };
 
     /// Typical-window floor, so a clean export's ratio does not divide by ~0.
     pub const FLOOR: f32 = 0.02;
 
+    /// The floor in a bitonal scan: a dark string thresholded cleanly leaves a typical window
+    /// near 0.02 and, from its jagged edges alone, windows up to 0.06.
+    pub const BITONAL_FLOOR: f32 = 0.05;
+
     /// Worst window relative to the typical one (floored): a changed character stands out of an
     /// otherwise matching string whatever the degradation.
     pub fn ratio(&self) -> f32 {
+        self.ratio_over(Self::FLOOR)
+    }
+
+    /// [`FirmwareCheck::ratio`] in a bitonal scan, floored at [`FirmwareCheck::BITONAL_FLOOR`].
+    pub fn bitonal_ratio(&self) -> f32 {
+        self.ratio_over(Self::BITONAL_FLOOR)
+    }
+
+    fn ratio_over(&self, floor: f32) -> f32 {
         if self.worst.is_finite() {
-            self.worst / self.typical.max(Self::FLOOR)
+            self.worst / self.typical.max(floor)
         } else {
             f32::INFINITY
         }
@@ -653,6 +801,90 @@ mod tests {
         // With the border plain, both margins are part of the region.
         let fw = FirmwareRef::new(0, rect.map(|v| v as f32), &[], &Pyramid::new(plain));
         assert_eq!((fw.x, fw.w), (52.0, 46 + 16));
+    }
+
+    /// `img` blurred a little, with a little noise, thresholded at `t`: a 1-bit scan.
+    fn bitonal(img: &GrayF32, t: f32) -> GrayF32 {
+        let (w, h) = (img.width as usize, img.height as usize);
+        let mut s: u64 = 5;
+        let data = gaussian(&img.data, w, h, PLATE_BLURS[1])
+            .into_iter()
+            .map(|v| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let noise = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.03;
+                if v + noise < t {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        GrayF32 {
+            data,
+            ..img.clone()
+        }
+    }
+
+    // See: #14
+    #[test]
+    fn a_bitonal_scan_is_compared_with_the_plate_thresholded_alike() {
+        // A light-grey string (0.55 on 0.9 paper), anti-aliased like a scanned plate.
+        let rect = [40u32, 20, 120, 20];
+        let mut light = plate(200, 60, rect);
+        for v in &mut light.data {
+            *v = 0.9 - (0.9 - *v) * (0.35 / 0.75);
+        }
+        let p = GrayF32 {
+            data: gaussian(&light.data, 200, 60, 0.6),
+            ..light.clone()
+        };
+        let fw = FirmwareRef::new(0, rect.map(|v| v as f32), &[], &Pyramid::new(p.clone()));
+        let map = Affine::translation(0.0, 0.0);
+        // Thresholded near the ink, where the thin strokes break up.
+        let raw = sample_grid(
+            &Pyramid::new(p.clone()),
+            &Affine::IDENTITY,
+            fw.x,
+            fw.y,
+            1.0,
+            fw.w,
+            fw.h,
+        );
+        let (lo, paper) = (raw.iter().copied().fold(1.0, f32::min), median(&raw));
+        let t = lo + (paper - lo) * 4.0 / BITONAL_LEVELS as f32;
+        let scan = Pyramid::new(bitonal(&p, t));
+        assert!(scan.is_bitonal());
+        let ok = fw.check(&scan, &map);
+        assert!(ok.ink > 0.5 && ok.ratio() < 3.0 && ok.worst < 0.5, "{ok:?}");
+        // Compared with the grey plate, the broken strokes leave residue in every window.
+        let grey = FirmwareRef {
+            bitonal: fw.plates.clone(),
+            ..fw.clone()
+        };
+        let was = grey.check(&scan, &map);
+        assert!(
+            was.typical > 0.1 && ok.typical < 0.25 * was.typical,
+            "{ok:?} vs {was:?}"
+        );
+        // The same scan with one character changed (a bar moved) stands out.
+        let mut edited = p.clone();
+        for y in 21..39 {
+            for x in 90..100 {
+                edited.data[y * 200 + x] = if (94..97).contains(&x) { 0.55 } else { 0.9 };
+            }
+        }
+        let bad = fw.check(&Pyramid::new(bitonal(&edited, t)), &map);
+        assert!(
+            bad.bitonal_ratio() > 2.5 && bad.worst - bad.typical > 0.1,
+            "{bad:?} vs {ok:?}"
+        );
+        // Thresholded below the ink: nothing left to verify.
+        let gone = fw.check(&Pyramid::new(bitonal(&p, lo - 0.05)), &map);
+        assert_eq!(gone.ink, 0.0, "{gone:?}");
+        // Grey exports keep the grey comparison.
+        assert_eq!(fw.check(&Pyramid::new(p), &map).ink, 1.0);
     }
 
     // See: #14

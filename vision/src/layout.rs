@@ -83,6 +83,31 @@ pub struct Thresholds {
     /// and the export is refused as unverifiable. Unbounded in the declared search, bounded in
     /// the drift pass ([`Drift::identity_max_typical`]).
     pub firmware_max_typical: f32,
+    /// A bitonal scan's identity string must keep at least this share of its ink
+    /// ([`FirmwareCheck::ink`]) to be verified character by character: a light-grey line
+    /// thresholded down to a few specks would hide a changed character (refused with "scan in
+    /// grey"; the shared bitonal samples keep 83-100 % of it) ...
+    pub identity_min_ink: f32,
+    /// ... and its worst window may stand out of the typical one (floored at
+    /// [`FirmwareCheck::BITONAL_FLOOR`]) by at most this factor, if `firmware_max_ratio` is
+    /// not lower: a thresholded string's broken strokes leave residue in every window, so a
+    /// changed character stands out by less than in a grey export. Chosen on all-bitonal
+    /// tomographer sets (`examlink-sim render` with `scan_modes = { bitonal = 1.0 }`; genuine
+    /// seeds 61, 63, 65, 68, firmware look-alikes 62, 64, 66, 69) and the shared samples: at
+    /// 4.5x, 21 of the 300 look-alikes were accepted, at 3.5x 12 (compared with the grey plate,
+    /// as before, 42), and 44 of the 300 genuine scans were read (45 before; fewer once
+    /// `bitonal_max_blur` refuses the coarse ones). Lower limits cost
+    /// genuine scans without closing the gap: the shared sample 018, whose line broke up in one
+    /// word, stands out by 3.2x and some look-alikes by 2.0x. A bitonal scan hides a changed
+    /// character this well; the honest remedy is a grey scan.
+    pub bitonal_max_ratio: f32,
+    /// A bitonal scan whose identity strings fit the plate only blurred by more than this
+    /// (Gaussian sigma, px; [`FirmwareCheck::blur`]) is refused: its strokes ran together at
+    /// the threshold, and the reader then takes a 5 for a 6 with full confidence. On the
+    /// all-bitonal sets (seeds 61, 63, 65, 68, 70), 10 of the 21 scans read at blur 1.0 had a
+    /// field ok but wrong (4 of them the patient id), none of the 33 read at 0.6 or less;
+    /// the shared bitonal samples fit at 0.
+    pub bitonal_max_blur: f32,
     /// A template whose first anchors fall below this is dropped early (speed).
     pub early_reject_ncc: f32,
     /// When two templates pass, the best must lead the second by this much.
@@ -97,6 +122,9 @@ impl Default for Thresholds {
             firmware_max_ratio: 4.5,
             firmware_max_excess: f32::INFINITY,
             firmware_max_typical: f32::INFINITY,
+            identity_min_ink: 0.6,
+            bitonal_max_ratio: 3.5,
+            bitonal_max_blur: 0.8,
             early_reject_ncc: 0.35,
             margin: 0.10,
         }
@@ -650,16 +678,7 @@ mod tests {
 
     /// As `warp`, onto a `w x h` canvas.
     fn warp_to(img: &GrayF32, map: &Affine, w: u32, h: u32) -> GrayF32 {
-        // Invert the similarity.
-        let det = map.a * map.d - map.b * map.c;
-        let inv = Affine {
-            a: map.d / det,
-            b: -map.b / det,
-            c: -map.c / det,
-            d: map.a / det,
-            tx: (map.b * map.ty - map.d * map.tx) / det,
-            ty: (map.c * map.tx - map.a * map.ty) / det,
-        };
+        let inv = map.inverse().expect("a regular map");
         let mut out = GrayF32::filled(w, h, 0.9);
         for y in 0..h {
             for x in 0..w {

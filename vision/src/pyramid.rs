@@ -18,11 +18,15 @@ pub const MAX_LEVELS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Pyramid {
     levels: Vec<GrayF32>,
+    /// Every pixel of level 0 is black or white: a 1-bit (bitonal) scan.
+    bitonal: bool,
 }
 
 impl Pyramid {
     /// Builds up to `MAX_LEVELS` levels, stopping when a level would be smaller than 8 pixels.
     pub fn new(img: GrayF32) -> Self {
+        // Stops at the first grey pixel, so a grey export costs next to nothing here.
+        let bitonal = img.data.iter().all(|&v| v == 0.0 || v == 1.0);
         let mut levels = vec![img];
         while levels.len() < MAX_LEVELS {
             let last = &levels[levels.len() - 1];
@@ -32,7 +36,12 @@ impl Pyramid {
             let next = halve(last);
             levels.push(next);
         }
-        Self { levels }
+        Self { levels, bitonal }
+    }
+
+    /// Whether the image is bitonal (every pixel black or white, as a 1-bit scan is).
+    pub fn is_bitonal(&self) -> bool {
+        self.bitonal
     }
 
     /// Level 0.

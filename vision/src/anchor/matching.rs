@@ -127,6 +127,7 @@ pub(crate) fn match_variant(
     let centres: Vec<(f32, f32)> = v.anchors.iter().map(VariantAnchor::centre).collect();
     let mut found: Vec<Option<(f32, f32)>> = vec![None; n];
     let mut outside = vec![false; n];
+    let mut faded = vec![false; n];
     let mut map = Affine::IDENTITY;
     let fit_found = |found: &[Option<(f32, f32)>]| {
         let (src, dst): (Vec<_>, Vec<_>) = (0..n)
@@ -173,6 +174,14 @@ pub(crate) fn match_variant(
             // more likely a scan that lost it than another layout: say so.
             let identity =
                 i == v.firmware.anchor || v.model.as_ref().is_some_and(|m| m.anchor == i);
+            if identity && img.is_bitonal() && matched.len() >= MIN_ANCHORS_FOR_EDGE_SKIP {
+                // A 1-bit scan breaks a light-grey string up, so its NCC says little: it is
+                // left out of the fit, placed by the other anchors, and the character check
+                // (against the plate thresholded the same way) decides.
+                outside[i] = true;
+                faded[i] = true;
+                continue;
+            }
             let why = if identity && matched.len() >= MIN_ANCHORS_FOR_EDGE_SKIP {
                 format!(
                     "anchor {:?} (the device's identity string) is missing where {} matching \
@@ -258,14 +267,17 @@ pub(crate) fn match_variant(
     let located = Located {
         at: &found,
         outside: &outside,
+        faded: &faded,
     };
     score(v, info, img, thr, map, &located, &centres)
 }
 
-/// Where each anchor was found, and which were left out at the edge of the export.
+/// Where each anchor was found, and which were left out: at the edge of the export, or an
+/// identity string a bitonal scan broke up (`faded`, a subset of `outside`).
 pub(super) struct Located<'a> {
     pub(super) at: &'a [Option<(f32, f32)>],
     pub(super) outside: &'a [bool],
+    pub(super) faded: &'a [bool],
 }
 
 /// Anchors that must be found (fixing scale and rotation) before one at the edge may be left out.

@@ -21,7 +21,7 @@ pub(super) fn score(
     centres: &[(f32, f32)],
 ) -> Attempt {
     let n = v.anchors.len();
-    let (found, outside) = (located.at, located.outside);
+    let (found, outside, faded) = (located.at, located.outside, located.faded);
     let q: Vec<(f32, f32)> = found
         .iter()
         .map(|f| f.unwrap_or((f32::NAN, f32::NAN)))
@@ -68,27 +68,46 @@ pub(super) fn score(
     .into_iter()
     .flatten()
     .collect();
+    // A bitonal scan's identity strings are held to the bitonal ratio as well.
+    let max_ratio = if img.is_bitonal() {
+        thr.firmware_max_ratio.min(thr.bitonal_max_ratio)
+    } else {
+        thr.firmware_max_ratio
+    };
+    let ratio = |c: &FirmwareCheck| {
+        if img.is_bitonal() {
+            c.bitonal_ratio()
+        } else {
+            c.ratio()
+        }
+    };
     let differs = |c: &FirmwareCheck| {
         c.worst > thr.firmware_max_residual
-            || c.ratio() > thr.firmware_max_ratio
+            || ratio(c) > max_ratio
             || c.worst - c.typical > thr.firmware_max_excess
     };
     let unverifiable =
         |c: &FirmwareCheck| c.worst.is_finite() && c.typical > thr.firmware_max_typical;
+    // In a bitonal scan an identity string's NCC with the grey plate says little (its strokes
+    // break up at the threshold): the character check, made against the plate thresholded
+    // the same way, decides for it.
+    let by_characters = |i: usize| img.is_bitonal() && identity.iter().any(|(r, _)| r.anchor == i);
     let (weakest, score) = ncc
         .iter()
         .copied()
         .enumerate()
-        .filter(|(_, s)| !s.is_nan())
+        .filter(|&(i, s)| !s.is_nan() && !by_characters(i))
         .fold(
             (0, f32::INFINITY),
             |b, (i, s)| if s < b.1 { (i, s) } else { b },
         );
     let (s, rot) = (map.scale() * v.s0 / v.nominal, rotation_deg(&map));
     let inside_count = outside.iter().filter(|&&o| !o).count();
+    let faded_count = faded.iter().filter(|&&f| f).count();
     let failure = if inside_count < MIN_ANCHORS_INSIDE.min(n) {
         Some(format!(
-            "only {inside_count} of {n} anchors inside the export (at least {} needed)",
+            "only {inside_count} of {n} anchors inside the export{} (at least {} needed)",
+            if faded_count > 0 { " and legible" } else { "" },
             MIN_ANCHORS_INSIDE.min(n)
         ))
     } else if score < thr.anchor_min_ncc {
@@ -104,6 +123,23 @@ pub(super) fn score(
         Some(format!(
             "anchor {name:?} (the device's identity string) runs off the export's edge, so it \
              cannot be verified: an export cropped or shifted past the frame?"
+        ))
+    } else if let Some((r, c)) = identity.iter().find(|(_, c)| c.ink < thr.identity_min_ink) {
+        Some(format!(
+            "anchor {:?} (the device's identity string) has faded in a bitonal scan: {:.0}% of \
+             its ink is left ({:.0}% needed to verify it character by character): scan in grey",
+            v.anchors[r.anchor].name,
+            100.0 * c.ink,
+            100.0 * thr.identity_min_ink
+        ))
+    } else if let Some((r, c)) = identity
+        .iter()
+        .find(|(_, c)| img.is_bitonal() && c.blur > thr.bitonal_max_blur)
+    {
+        Some(format!(
+            "a bitonal scan whose strokes ran together: anchor {:?} fits the plate only blurred \
+             by {:.1} px (at most {:.1}), where a 5 can read as a 6: scan in grey",
+            v.anchors[r.anchor].name, c.blur, thr.bitonal_max_blur
         ))
     } else if let Some((r, c)) = identity
         .iter()
@@ -122,10 +158,10 @@ pub(super) fn score(
             v.anchors[v.firmware.anchor].name,
             info.firmware_string,
             firmware.worst,
-            firmware.ratio(),
+            ratio(&firmware),
             firmware.worst - firmware.typical,
             thr.firmware_max_residual,
-            thr.firmware_max_ratio,
+            max_ratio,
             thr.firmware_max_excess
         ))
     } else if let Some((m, c)) = v
@@ -139,10 +175,10 @@ pub(super) fn score(
              ({:.1}x and {:+.2} the typical window; limits {:.2}, {:.1}x and {:+.2}): a look-alike device?",
             v.anchors[m.anchor].name,
             c.worst,
-            c.ratio(),
+            ratio(c),
             c.worst - c.typical,
             thr.firmware_max_residual,
-            thr.firmware_max_ratio,
+            max_ratio,
             thr.firmware_max_excess
         ))
     } else if s < info.scale[0] - SCALE_SLACK || s > info.scale[1] + SCALE_SLACK {

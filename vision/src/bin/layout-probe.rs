@@ -30,6 +30,9 @@ fn main() {
                 firmware_max_ratio: f32::INFINITY,
                 firmware_max_excess: f32::INFINITY,
                 firmware_max_typical: f32::INFINITY,
+                identity_min_ink: 0.0,
+                bitonal_max_ratio: f32::INFINITY,
+                bitonal_max_blur: f32::INFINITY,
                 early_reject_ncc: -1.0,
                 margin: 0.0,
             })
@@ -41,6 +44,9 @@ fn main() {
                 firmware_max_ratio: f32::INFINITY,
                 firmware_max_excess: f32::INFINITY,
                 firmware_max_typical: f32::INFINITY,
+                identity_min_ink: 0.0,
+                bitonal_max_ratio: f32::INFINITY,
+                bitonal_max_blur: f32::INFINITY,
                 ..vision::Thresholds::default()
             })
             .with_drift(vision::Drift {
@@ -105,11 +111,12 @@ fn main() {
                     .collect();
                 let check = |c: &vision::firmware::FirmwareCheck| {
                     format!(
-                        "{:.3}/{:.3}/{:.2}/blur{:.1}",
+                        "{:.3}/{:.3}/{:.2}/blur{:.1}/ink{:.2}",
                         c.worst,
                         c.typical,
                         c.ratio(),
-                        c.blur
+                        c.blur,
+                        c.ink
                     )
                 };
                 let model = m.model.as_ref().map_or("-".into(), check);
