@@ -29,6 +29,8 @@
 //! (one changed character, in a clean or a noisy export), and the typical window itself (past
 //! a limit, the string is too degraded for a changed character to show: unverifiable).
 
+use std::sync::OnceLock;
+
 use crate::affine::Affine;
 use crate::anchor::sample_grid;
 use crate::gray::GrayF32;
@@ -50,11 +52,14 @@ pub(crate) struct FirmwareRef {
     /// compares the export with the one it fits best, so an export's own blur is not counted
     /// as a difference and a changed character stands out of a blurred scan as well.
     plates: Vec<Reference>,
+    /// The plate region as sampled (`w x h`, unsmoothed), which `bitonal` is made from.
+    raw: Vec<f32>,
     /// For a bitonal export (a 1-bit scan): the plate region blurred by each of
     /// [`PLATE_BLURS`] and thresholded at each of [`BITONAL_LEVELS`] levels, then smoothed
     /// as the export is: what the scanner's global threshold makes of the string. A light-grey
     /// line that breaks up in such a scan is compared with the plate broken up the same way.
-    bitonal: Vec<Reference>,
+    /// Made on the first bitonal export, so screen layouts never pay for them.
+    bitonal: OnceLock<Vec<Reference>>,
     window: usize,
     /// For a variant downscaled on export: the full-resolution plate around the region, so
     /// an export downscaled by nearest neighbour (jagged, no blur) is compared with what that
@@ -242,7 +247,6 @@ impl FirmwareRef {
                 pixels: gaussian(&base, w, h, blur),
             })
             .collect();
-        let bitonal = bitonal_references(&raw, w, h);
         let window = ((0.6 * h as f32).round() as usize).clamp(3, w.max(3));
         Self {
             anchor,
@@ -252,7 +256,8 @@ impl FirmwareRef {
             w,
             h,
             plates,
-            bitonal,
+            raw,
+            bitonal: OnceLock::new(),
             window,
             nearest: None,
         }
@@ -280,15 +285,16 @@ impl FirmwareRef {
             return FirmwareCheck::CUT_OFF;
         }
         // A bitonal export is compared with the plate thresholded as a scanner would.
+        let refs = if img.is_bitonal() {
+            self.bitonal
+                .get_or_init(|| bitonal_references(&self.raw, self.w, self.h))
+        } else {
+            &self.plates
+        };
         // The map is fitted on every anchor; at this one it may be off by a fraction of a
         // pixel (more so on a drifted, rotated or rescaled export), which leaves residue on
         // every glyph edge. The region is fitted again locally: shifts of up to half a pixel,
         // coarse then fine. No shift turns one glyph into another.
-        let refs = if img.is_bitonal() {
-            &self.bitonal
-        } else {
-            &self.plates
-        };
         let mut best: Option<Local> = None;
         let mut blank = false;
         let mut centre = (0.0f32, 0.0f32);
@@ -692,12 +698,9 @@ impl FirmwareCheck {
         self.ratio_over(Self::FLOOR)
     }
 
-    /// [`FirmwareCheck::ratio`] in a bitonal scan, floored at [`FirmwareCheck::BITONAL_FLOOR`].
-    pub fn bitonal_ratio(&self) -> f32 {
-        self.ratio_over(Self::BITONAL_FLOOR)
-    }
-
-    fn ratio_over(&self, floor: f32) -> f32 {
+    /// [`FirmwareCheck::ratio`] with the typical window floored at `floor` instead
+    /// ([`FirmwareCheck::BITONAL_FLOOR`] in a bitonal scan).
+    pub fn ratio_over(&self, floor: f32) -> f32 {
         if self.worst.is_finite() {
             self.worst / self.typical.max(floor)
         } else {
@@ -726,15 +729,21 @@ mod tests {
     use super::*;
     use crate::pyramid::resize_area;
 
+    /// The next value of a 64-bit linear congruential generator.
+    fn next(s: &mut u64) -> u64 {
+        *s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *s
+    }
+
     /// Text-like bars (dark on light) inside `rect`, elsewhere flat.
     fn plate(w: u32, h: u32, rect: [u32; 4]) -> GrayF32 {
         let mut img = GrayF32::filled(w, h, 0.9);
         let mut s: u64 = 11;
         let mut x = rect[0] + 1;
         while x + 4 < rect[0] + rect[2] {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            next(&mut s);
             let (bw, top) = (2 + (s >> 61) as u32, (s >> 58 & 3) as u32);
             for y in rect[1] + 1 + top..rect[1] + rect[3] - 1 {
                 for xx in x..x + bw {
@@ -810,10 +819,7 @@ mod tests {
         let data = gaussian(&img.data, w, h, PLATE_BLURS[1])
             .into_iter()
             .map(|v| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let noise = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.03;
+                let noise = ((next(&mut s) >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.03;
                 if v + noise < t {
                     0.0
                 } else {
@@ -841,7 +847,7 @@ mod tests {
             ..light.clone()
         };
         let fw = FirmwareRef::new(0, rect.map(|v| v as f32), &[], &Pyramid::new(p.clone()));
-        let map = Affine::translation(0.0, 0.0);
+        let map = Affine::IDENTITY;
         // Thresholded near the ink, where the thin strokes break up.
         let raw = sample_grid(
             &Pyramid::new(p.clone()),
@@ -860,7 +866,7 @@ mod tests {
         assert!(ok.ink > 0.5 && ok.ratio() < 3.0 && ok.worst < 0.5, "{ok:?}");
         // Compared with the grey plate, the broken strokes leave residue in every window.
         let grey = FirmwareRef {
-            bitonal: fw.plates.clone(),
+            bitonal: OnceLock::from(fw.plates.clone()),
             ..fw.clone()
         };
         let was = grey.check(&scan, &map);
@@ -877,7 +883,7 @@ mod tests {
         }
         let bad = fw.check(&Pyramid::new(bitonal(&edited, t)), &map);
         assert!(
-            bad.bitonal_ratio() > 2.5 && bad.worst - bad.typical > 0.1,
+            bad.ratio_over(FirmwareCheck::BITONAL_FLOOR) > 2.5 && bad.worst - bad.typical > 0.1,
             "{bad:?} vs {ok:?}"
         );
         // Thresholded below the ink: nothing left to verify.

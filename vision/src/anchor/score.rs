@@ -68,19 +68,17 @@ pub(super) fn score(
     .into_iter()
     .flatten()
     .collect();
-    // A bitonal scan's identity strings are held to the bitonal ratio as well.
-    let max_ratio = if img.is_bitonal() {
-        thr.firmware_max_ratio.min(thr.bitonal_max_ratio)
+    // A bitonal scan's identity strings are held to the bitonal ratio as well, its typical
+    // window floored higher.
+    let (floor, max_ratio) = if img.is_bitonal() {
+        (
+            FirmwareCheck::BITONAL_FLOOR,
+            thr.firmware_max_ratio.min(thr.bitonal_max_ratio),
+        )
     } else {
-        thr.firmware_max_ratio
+        (FirmwareCheck::FLOOR, thr.firmware_max_ratio)
     };
-    let ratio = |c: &FirmwareCheck| {
-        if img.is_bitonal() {
-            c.bitonal_ratio()
-        } else {
-            c.ratio()
-        }
-    };
+    let ratio = |c: &FirmwareCheck| c.ratio_over(floor);
     let differs = |c: &FirmwareCheck| {
         c.worst > thr.firmware_max_residual
             || ratio(c) > max_ratio
